@@ -1,0 +1,75 @@
+"""Model configurations (dataclasses) and the paper's named settings (Table 3).
+
+A checkpoint stores ``asdict(config)`` with the model's kind, so every model can be
+rebuilt from the file alone (see :func:`draw.registry.build_model`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class DrawConfig:
+    """DRAW generative model. Defaults: the paper's MNIST model (Table 3)."""
+
+    image_shape: tuple[int, int, int] = (1, 28, 28)  # (C, H, W) = (C, B, A)
+    T: int = 64  # glimpses (time steps)
+    read_n: int = 2  # read patch N x N
+    write_n: int = 5  # write patch N x N
+    enc_size: int = 256  # LSTM_enc units
+    dec_size: int = 256  # LSTM_dec units
+    z_size: int = 100
+    attention: bool = True  # False: read = [x, x^], write = W(h_dec)
+
+    def __post_init__(self) -> None:
+        self.image_shape = tuple(int(s) for s in self.image_shape)  # JSON round trip gives lists
+        for name in ("T", "read_n", "write_n", "enc_size", "dec_size", "z_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class ClassifierConfig:
+    """The read-only attention classifier of section 4.1 ("Differentiable RAM")."""
+
+    image_shape: tuple[int, int, int] = (1, 100, 100)
+    glimpses: int = 8
+    read_n: int = 12
+    hidden: int = 256
+    n_classes: int = 10
+
+    def __post_init__(self) -> None:
+        self.image_shape = tuple(int(s) for s in self.image_shape)
+        for name in ("glimpses", "read_n", "hidden", "n_classes"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by every model (one training loop for all)."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    schedule: str = "constant"  # "constant" | "cosine" (with linear warm-up)
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    grad_clip: float = 10.0  # max global grad norm; 0 disables
+    seed: int = 0
+    checkpoint_every: int = 500  # steps; plus one at every epoch end
+    log_every: int = 25  # steps between host syncs (progress bar, NaN check)
+    max_steps: int | None = None  # stop early (smoke runs)
+    max_minutes: float | None = None  # wall-clock training budget; stops at a step boundary
+    eval_batch_size: int = 500
+    extra: dict = field(default_factory=dict)
+
+
+# Table 3 of the paper: the settings per data set.
+PAPER_DRAW = {
+    "mnist": DrawConfig(image_shape=(1, 28, 28), T=64, read_n=2, write_n=5, enc_size=256, dec_size=256, z_size=100),
+    "svhn": DrawConfig(image_shape=(3, 32, 32), T=32, read_n=12, write_n=12, enc_size=800, dec_size=800, z_size=100),
+    "cifar10": DrawConfig(image_shape=(3, 32, 32), T=64, read_n=5, write_n=5, enc_size=400, dec_size=400, z_size=200),
+}
+PAPER_CLASSIFIER = ClassifierConfig(image_shape=(1, 100, 100), glimpses=8, read_n=12, hidden=256)

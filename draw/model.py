@@ -1,0 +1,152 @@
+"""DRAW: a recurrent variational auto-encoder with attentive read and write.
+
+Gregor, Danihelka, Graves, Rezende, Wierstra (2015), arXiv 1502.04623, section 2
+(eqs. 3-8 for one step), section 3 (read/write with and without attention).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from draw.attention import AttentionParams, attention_params, filterbank_from, read, write
+from draw.config import DrawConfig
+from draw.likelihood import bernoulli_nll, gaussian_kl
+
+
+@dataclass
+class DrawOutput:
+    logits: Tensor  # (batch, C, H, W): the final canvas c_T; D(x | c_T) = Bernoulli(sigmoid(c_T))
+    kl: Tensor  # (batch, T): KL(Q(Z_t | h_enc_t) || N(0, I)) per step, nats
+    read_params: Tensor | None = None  # (batch, T, 5) g_x, g_y, delta, sigma, gamma (attention only)
+    write_params: Tensor | None = None  # (batch, T, 5)
+    canvases: Tensor | None = None  # (T, batch, C, H, W) sigmoid(c_t), when asked for
+
+
+@dataclass
+class Generation:
+    canvases: Tensor  # (T, n, C, H, W): sigmoid(c_t) after every step
+    write_params: Tensor | None  # (T, n, 5) g_x, g_y, delta, sigma, gamma; None without attention
+
+
+class DRAW(nn.Module):
+    """The DRAW network. ``x`` is ``(batch, C, H, W)`` in [0, 1] (H = B, W = A in the paper)."""
+
+    kind = "draw"
+
+    def __init__(self, cfg: DrawConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        C, H, W = cfg.image_shape
+        self.C, self.B, self.A = C, H, W
+        if cfg.attention:
+            read_size = 2 * C * cfg.read_n * cfg.read_n
+            self.read_attn = nn.Linear(cfg.dec_size, 5)  # eq. 21 for the read window
+            self.write_attn = nn.Linear(cfg.dec_size, 5)  # eq. 21 for the write window
+            self.write_patch = nn.Linear(cfg.dec_size, C * cfg.write_n * cfg.write_n)  # eq. 28
+        else:
+            read_size = 2 * C * H * W  # eq. 17: read(x, x^) = [x, x^]
+            self.write_patch = nn.Linear(cfg.dec_size, C * H * W)  # eq. 18: write = W(h_dec)
+        self.encoder = nn.LSTMCell(read_size + cfg.dec_size, cfg.enc_size)  # eq. 5
+        self.q_mu = nn.Linear(cfg.enc_size, cfg.z_size)  # eq. 6: mu_t = W(h_enc_t)
+        self.q_log_sigma = nn.Linear(cfg.enc_size, cfg.z_size)  # sigma_t = exp(W(h_enc_t))
+        self.decoder = nn.LSTMCell(cfg.z_size, cfg.dec_size)  # eq. 7
+
+    # -- the two halves of one step -------------------------------------------------------
+    def _read(self, x: Tensor, x_hat: Tensor, h_dec: Tensor) -> tuple[Tensor, AttentionParams | None]:
+        """``r_t = read(x, x^_t, h_dec_{t-1})`` (eq. 4) -> ``(batch, read_size)``."""
+        if not self.cfg.attention:
+            return torch.cat([x.flatten(1), x_hat.flatten(1)], 1), None
+        p = attention_params(self.read_attn(h_dec), self.cfg.read_n, self.A, self.B)
+        F_x, F_y = filterbank_from(p, self.cfg.read_n, self.A, self.B)
+        return read(x, x_hat, F_x, F_y, p.gamma), p
+
+    def _write(self, h_dec: Tensor) -> tuple[Tensor, AttentionParams | None]:
+        """``write(h_dec_t)`` (eq. 8's increment) -> ``(batch, C, H, W)``."""
+        w = self.write_patch(h_dec)
+        if not self.cfg.attention:
+            return w.view(-1, self.C, self.B, self.A), None
+        N = self.cfg.write_n
+        p = attention_params(self.write_attn(h_dec), N, self.A, self.B)
+        F_x, F_y = filterbank_from(p, N, self.A, self.B)
+        return write(w.view(-1, self.C, N, N), F_x, F_y, p.gamma), p
+
+    def initial_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
+        cfg = self.cfg
+        zeros = lambda n: torch.zeros(batch, n, device=device, dtype=dtype)  # noqa: E731
+        return {
+            "h_enc": zeros(cfg.enc_size),
+            "c_enc": zeros(cfg.enc_size),
+            "h_dec": zeros(cfg.dec_size),
+            "c_dec": zeros(cfg.dec_size),
+            "c": torch.zeros(batch, self.C, self.B, self.A, device=device, dtype=dtype),
+        }
+
+    def step(self, x: Tensor, state: dict[str, Tensor], eps: Tensor) -> tuple[dict[str, Tensor], Tensor, tuple]:
+        """One inference step, eqs. 3-8. ``eps``: ``(batch, z)`` standard normal noise.
+
+        Returns the new state, the step's KL ``(batch,)``, and the (read, write) windows.
+        """
+        x_hat = x - torch.sigmoid(state["c"])  # eq. 3
+        r, p_read = self._read(x, x_hat, state["h_dec"])  # eq. 4
+        h_enc, c_enc = self.encoder(torch.cat([r, state["h_dec"]], 1), (state["h_enc"], state["c_enc"]))  # eq. 5
+        mu, log_sigma = self.q_mu(h_enc), self.q_log_sigma(h_enc)
+        z = mu + log_sigma.exp() * eps  # eq. 6, reparameterised sample z_t ~ Q(Z_t | h_enc_t)
+        h_dec, c_dec = self.decoder(z, (state["h_dec"], state["c_dec"]))  # eq. 7
+        dc, p_write = self._write(h_dec)
+        new = {"h_enc": h_enc, "c_enc": c_enc, "h_dec": h_dec, "c_dec": c_dec, "c": state["c"] + dc}  # eq. 8
+        return new, gaussian_kl(mu, log_sigma), (p_read, p_write)
+
+    def forward(self, x: Tensor, *, return_params: bool = False, return_canvases: bool = False) -> DrawOutput:
+        """Run T steps on ``x`` ``(batch, C, H, W)``; returns canvas logits and per-step KL."""
+        batch = x.shape[0]
+        state = self.initial_state(batch, x.device, x.dtype)
+        eps = torch.randn(self.cfg.T, batch, self.cfg.z_size, device=x.device, dtype=x.dtype)
+        kls, reads, writes, canvases = [], [], [], []
+        for t in range(self.cfg.T):
+            state, kl, (p_read, p_write) = self.step(x, state, eps[t])
+            kls.append(kl)
+            if return_params and p_read is not None:
+                reads.append(p_read.stack())
+                writes.append(p_write.stack())
+            if return_canvases:
+                canvases.append(torch.sigmoid(state["c"]))
+        return DrawOutput(
+            logits=state["c"],
+            kl=torch.stack(kls, 1),
+            read_params=torch.stack(reads, 1) if reads else None,
+            write_params=torch.stack(writes, 1) if writes else None,
+            canvases=torch.stack(canvases) if canvases else None,
+        )
+
+    def loss(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """Mean over the batch of L = L^x + L^z (eq. 12), nats per image; metrics stay on device."""
+        out = self(x)
+        recon = bernoulli_nll(out.logits, x)  # (batch,) eq. 9
+        kl = out.kl.sum(1)  # (batch,) eq. 10-11
+        bound = recon + kl
+        loss = bound.mean()
+        return loss, {"loss": loss.detach(), "recon": recon.mean().detach(), "kl": kl.mean().detach()}
+
+    @torch.no_grad()
+    def generate(self, n: int, *, device: torch.device | str | None = None, generator: torch.Generator | None = None) -> Generation:
+        """Sample images from the prior: z_t ~ N(0, I), h_dec = LSTM_dec(z_t), c_t += write (eqs. 13-15).
+
+        Returns every intermediate canvas ``(T, n, C, H, W)`` and the write windows ``(T, n, 5)``.
+        """
+        device = torch.device(device) if device is not None else next(self.parameters()).device
+        dtype = next(self.parameters()).dtype
+        state = self.initial_state(n, device, dtype)
+        h_dec, c_dec, c = state["h_dec"], state["c_dec"], state["c"]
+        canvases, windows = [], []
+        for _ in range(self.cfg.T):
+            z = torch.randn(n, self.cfg.z_size, device=device, dtype=dtype, generator=generator)  # eq. 13
+            h_dec, c_dec = self.decoder(z, (h_dec, c_dec))  # eq. 14
+            dc, p = self._write(h_dec)
+            c = c + dc  # eq. 15
+            canvases.append(torch.sigmoid(c))
+            if p is not None:
+                windows.append(p.stack())
+        return Generation(torch.stack(canvases), torch.stack(windows) if windows else None)

@@ -1,0 +1,41 @@
+"""Model kinds, so that a checkpoint (kind + config dict) rebuilds its model alone."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from torch import nn
+
+
+def _kinds() -> dict[str, tuple[type, type]]:
+    from draw.baselines import ConvBaseline, ConvConfig
+    from draw.classifier import AttentionClassifier
+    from draw.config import ClassifierConfig, DrawConfig
+    from draw.model import DRAW
+
+    return {
+        "draw": (DRAW, DrawConfig),
+        "classifier": (AttentionClassifier, ClassifierConfig),
+        "conv": (ConvBaseline, ConvConfig),
+    }
+
+
+def model_kind(model: nn.Module) -> str:
+    """The registry name of ``model``'s class."""
+    for name, (cls, _) in _kinds().items():
+        if type(model) is cls:
+            return name
+    raise ValueError(f"{type(model).__name__} is not a registered model kind")
+
+
+def build_model(kind: str, config: dict) -> nn.Module:
+    """A fresh model of ``kind`` from ``asdict(config)`` (as stored in a checkpoint)."""
+    kinds = _kinds()
+    if kind not in kinds:
+        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(kinds)}")
+    cls, cfg_cls = kinds[kind]
+    names = {f.name for f in dataclasses.fields(cfg_cls)}
+    unknown = set(config) - names
+    if unknown:
+        raise ValueError(f"config for {kind!r} has unknown fields: {', '.join(sorted(unknown))}")
+    return cls(cfg_cls(**config))
