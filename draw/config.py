@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+LIKELIHOODS = ("bernoulli", "logistic")
+
 
 @dataclass
 class DrawConfig:
@@ -21,12 +23,22 @@ class DrawConfig:
     dec_size: int = 256  # LSTM_dec units
     z_size: int = 100
     attention: bool = True  # False: read = [x, x^], write = W(h_dec)
+    # D(x | c_T), eq. 9. "bernoulli": Bernoulli(sigmoid(c_T)), for binary images (MNIST).
+    # "logistic": for 8-bit (colour) images, a logistic with mean sigmoid(c_T) and a learned
+    # scale per channel, discretised to the 256 levels (PixelCNN++'s likelihood with one
+    # component). Chosen over a Gaussian density because it is a probability mass on the
+    # 256 values the data can take: its NLL is a true negative log-likelihood, comparable
+    # across models (as bits per dimension) and bounded below by 0, where a density on
+    # discrete data can be driven to -inf by shrinking its variance.
+    likelihood: str = "bernoulli"
 
     def __post_init__(self) -> None:
         self.image_shape = tuple(int(s) for s in self.image_shape)  # JSON round trip gives lists
         for name in ("T", "read_n", "write_n", "enc_size", "dec_size", "z_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
 
 
 @dataclass
@@ -38,9 +50,15 @@ class ClassifierConfig:
     read_n: int = 12
     hidden: int = 256
     n_classes: int = 10
+    # 0: the glimpse patch goes straight into the LSTM (the paper's description). > 0: a
+    # RAM-style glimpse network (Mnih et al., 2014) of this width first mixes the patch
+    # ("what") with the window parameters ("where") through a ReLU layer.
+    glimpse_net: int = 0
 
     def __post_init__(self) -> None:
         self.image_shape = tuple(int(s) for s in self.image_shape)
+        if self.glimpse_net < 0:
+            raise ValueError(f"glimpse_net must be >= 0, got {self.glimpse_net}")
         for name in ("glimpses", "read_n", "hidden", "n_classes"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

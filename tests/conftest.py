@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # tiny models: one thread is fastest, and immune to oversubscription
 
 
 def fake_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,340 @@
+"""drawbench command line: ``python cli.py --help``.
+
+This file declares options and turns library errors into clear messages; the work is
+done by plain functions in ``draw``, ``datasets`` and ``benchmark``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+
+import click
+
+PRESETS = ("smoke", "quick", "paper")
+
+
+def _data_dir_option(f):
+    return click.option(
+        "--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="DRAWBENCH_DATA", default=None,
+        help="Folder with MNIST files placed by hand, and where caches go [env DRAWBENCH_DATA; default ~/.cache/drawbench].",
+    )(f)
+
+
+def _device_option(f):
+    return click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
+                        help="Where to run [default: cuda when available, else cpu].")(f)
+
+
+def _friendly_errors(f):
+    """Library errors become one-line messages with a non-zero exit, never a traceback."""
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        from datasets.cluttered import ClutterParamError, CorruptDatasetError
+        from datasets.mnist import MnistNotFoundError
+        from draw.train import CheckpointError, NonFiniteError
+
+        from benchmark.report import OutputDirError
+
+        try:
+            return f(*args, **kwargs)
+        except ClutterParamError as e:
+            raise click.BadParameter(str(e), param_hint="--" + e.param.replace("_", "-")) from None
+        except OutputDirError as e:
+            raise click.BadParameter(str(e), param_hint="--out") from None
+        except CheckpointError as e:
+            raise click.BadParameter(str(e), param_hint="CHECKPOINT") from None
+        except (MnistNotFoundError, CorruptDatasetError, NonFiniteError) as e:
+            raise click.ClickException(str(e)) from None
+        except OSError as e:  # full disk, unwritable folder, ...
+            raise click.ClickException(f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")) from None
+
+    return wrapper
+
+
+def _check_device(device: str | None) -> str:
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise click.BadParameter("CUDA is not available on this machine", param_hint="--device")
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _choose_preset(preset: str | None, device: str) -> str:
+    chosen = preset or ("paper" if device == "cuda" else "quick")
+    how = "chosen" if preset else "default for this device"
+    click.echo(f"preset: {chosen} ({how}); device: {device}")
+    return chosen
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+def cli() -> None:
+    """drawbench: DRAW (Gregor et al., 2015), attention classifiers on cluttered MNIST,
+    and benchmarks against convolutional baselines."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("DRAWBENCH_THREADS", torch.get_num_threads())))
+
+
+# -- data ----------------------------------------------------------------------------------
+@cli.group()
+def data() -> None:
+    """Fetch, verify and generate data sets."""
+
+
+@data.command("mnist")
+@_data_dir_option
+@click.option("--force", is_flag=True, help="Ignore the cache and fetch again.")
+@_friendly_errors
+def data_mnist(data_dir: Path | None, force: bool) -> None:
+    """Fetch and verify MNIST (50k train / 10k valid / 10k test); print source and checksums."""
+    from datasets.mnist import fetch_mnist
+
+    info = fetch_mnist(data_dir, force=force)
+    click.echo(f"source: {info.source}")
+    click.echo(f"cache:  {info.cache_path}")
+    for split, size in info.sizes.items():
+        click.echo(f"{split:>6}: {size} images")
+    for name, digest in info.sha256.items():
+        click.echo(f"sha256 {name}: {digest}")
+
+
+@data.command("cluttered")
+@click.option("--canvas", type=int, default=100, help="Canvas side in pixels (>= 28).")
+@click.option("--distractors", type=int, default=8, help="Number of distractor crops per image.")
+@click.option("--distractor-size", type=int, default=8, help="Side of each distractor crop (1..28).")
+@click.option("--split", type=click.Choice(["train", "valid", "test"]), default="test")
+@click.option("--seed", type=click.IntRange(min=0), default=0)
+@click.option("--n", "n", type=click.IntRange(min=1), default=None, help="Number of images [default: 60000 train, 10000 valid/test].")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output .npz file.")
+@click.option("--preview", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write a PNG grid.")
+@_data_dir_option
+@_friendly_errors
+def data_cluttered(canvas, distractors, distractor_size, split, seed, n, out, preview, data_dir) -> None:
+    """Generate cluttered (or, with --distractors 0, translated) MNIST into an .npz file."""
+    from datasets.cluttered import ClutterParams, make_split, preview_grid, save_npz
+
+    params = ClutterParams(canvas=canvas, distractors=distractors, distractor_size=distractor_size)
+    params.validate()
+    ds = make_split(split, params, seed=seed, n=n, data_dir=data_dir)
+    digest = save_npz(ds, out)
+    click.echo(f"wrote {out}: {len(ds.labels)} images {canvas}x{canvas}, sha256 {digest}")
+    if preview is not None:
+        preview_grid(ds, preview)
+        click.echo(f"wrote {preview}")
+
+
+# -- train ---------------------------------------------------------------------------------
+def _train_options(f):
+    for opt in reversed([
+        click.option("--epochs", type=click.IntRange(min=1), default=10),
+        click.option("--batch-size", type=click.IntRange(min=1), default=64),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3),
+        click.option("--schedule", type=click.Choice(["constant", "cosine"]), default="constant"),
+        click.option("--grad-clip", type=click.FloatRange(min=0), default=10.0, help="Max gradient norm (0: off)."),
+        click.option("--seed", type=click.IntRange(min=0), default=0),
+        click.option("--checkpoint-every", type=click.IntRange(min=0), default=500, help="Steps between checkpoints (and one per epoch)."),
+        click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps (smoke runs)."),
+        click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run folder for checkpoints and config."),
+        click.option("--resume", is_flag=True, help="Continue from OUT/last.pt exactly where it stopped."),
+        _device_option,
+        _data_dir_option,
+    ]):
+        f = opt(f)
+    return f
+
+
+def _train_config(epochs, batch_size, lr, schedule, grad_clip, seed, checkpoint_every, max_steps):
+    from draw.config import TrainConfig
+
+    return TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, grad_clip=grad_clip,
+                       seed=seed, checkpoint_every=checkpoint_every, max_steps=max_steps)
+
+
+def _report_training(result, out: Path) -> None:
+    if result.history:
+        last = result.history[-1]
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k.startswith(("train_", "valid_")))
+        click.echo(f"epoch {last['epoch']}: {shown}")
+    click.echo(f"{result.images_per_s:.0f} images/s over {result.train_seconds:.0f} s")
+    click.echo(f"wrote {result.last_path} and {result.best_path} (best {result.best.get('metric')} "
+               f"{result.best.get('value', float('nan')):.4g} at epoch {result.best.get('epoch')})")
+
+
+@cli.group("train")
+def train_group() -> None:
+    """Train a model (checkpointed; --resume continues a killed run)."""
+
+
+@train_group.command("draw")
+@click.option("--T", "T", type=click.IntRange(min=1), default=64, help="Glimpses (time steps).")
+@click.option("--read-n", type=click.IntRange(min=1), default=2, help="Read patch N x N.")
+@click.option("--write-n", type=click.IntRange(min=1), default=5, help="Write patch N x N.")
+@click.option("--lstm-size", type=click.IntRange(min=1), default=256, help="Units of LSTM_enc and LSTM_dec.")
+@click.option("--z-size", type=click.IntRange(min=1), default=100)
+@click.option("--no-attention", is_flag=True, help="DRAW without attention: read [x, x^], write W(h_dec).")
+@_train_options
+@_friendly_errors
+def train_draw_cmd(T, read_n, write_n, lstm_size, z_size, no_attention, out, resume, device, data_dir, **train_kw) -> None:
+    """Train DRAW on binarized MNIST (defaults: the paper's MNIST model, Table 3)."""
+    from draw.config import DrawConfig
+    from draw.run import train_draw
+
+    dev = _check_device(device)
+    cfg = DrawConfig(T=T, read_n=read_n, write_n=write_n, enc_size=lstm_size, dec_size=lstm_size, z_size=z_size,
+                     attention=not no_attention)
+    click.echo(f"DRAW {'without attention' if no_attention else 'with attention'}: T={T}, read {read_n}x{read_n}, "
+               f"write {write_n}x{write_n}, LSTM {lstm_size}, z {z_size}; device {dev}")
+    result = train_draw(cfg, _train_config(**train_kw), out, resume=resume, data_dir=data_dir, device=dev)
+    _report_training(result, out)
+
+
+@train_group.command("classifier")
+@click.option("--model", type=click.Choice(["attention", "conv2", "resnet", "resnet18"]), default="attention")
+@click.option("--glimpses", type=click.IntRange(min=1), default=8)
+@click.option("--read-n", type=click.IntRange(min=1), default=12)
+@click.option("--hidden", type=click.IntRange(min=1), default=256, help="LSTM units.")
+@click.option("--canvas", type=int, default=100)
+@click.option("--distractors", type=int, default=8)
+@click.option("--distractor-size", type=int, default=8)
+@click.option("--n-train", type=click.IntRange(min=1), default=None, help="Training images [default 60000].")
+@_train_options
+@_friendly_errors
+def train_classifier_cmd(model, glimpses, read_n, hidden, canvas, distractors, distractor_size, n_train,
+                         out, resume, device, data_dir, **train_kw) -> None:
+    """Train a classifier on cluttered MNIST (the attention model of section 4.1, or a conv baseline)."""
+    from datasets.cluttered import ClutterParams
+    from draw.run import train_classifier
+
+    from benchmark.cluttered import build_classifier
+
+    dev = _check_device(device)
+    params = ClutterParams(canvas=canvas, distractors=distractors, distractor_size=distractor_size)
+    params.validate()
+    net = build_classifier(model, (1, canvas, canvas), glimpses=glimpses, read_n=read_n, hidden=hidden)
+    result = train_classifier(net, _train_config(**train_kw), out, params, n_train=n_train, resume=resume,
+                              data_dir=data_dir, device=dev)
+    _report_training(result, out)
+
+
+# -- eval / sample -------------------------------------------------------------------------
+@cli.group("eval")
+def eval_group() -> None:
+    """Evaluate a trained checkpoint."""
+
+
+@eval_group.command("nll")
+@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--split", type=click.Choice(["train", "valid", "test"]), default="test")
+@click.option("--batch-size", type=click.IntRange(min=1), default=500)
+@click.option("--importance-samples", "K", type=click.IntRange(min=0), default=0,
+              help="Also estimate the NLL by importance sampling with K samples per image (0: bound only).")
+@_device_option
+@_data_dir_option
+@_friendly_errors
+def eval_nll_cmd(checkpoint, split, batch_size, K, device, data_dir) -> None:
+    """Negative log-likelihood of a DRAW CHECKPOINT on binarized MNIST, nats per image."""
+    from draw.run import eval_nll
+
+    r = eval_nll(checkpoint, split=split, data_dir=data_dir, device=_check_device(device), batch_size=batch_size,
+                 importance_samples=K)
+    click.echo(f"{split}: NLL bound {r['nll_bound_nats']:.2f} nats/image "
+               f"(reconstruction {r['recon_nats']:.2f} + KL {r['kl_nats']:.2f}) over {int(r['n_images'])} images; "
+               f"binarization: {r['binarization']}")
+    if K:
+        click.echo(f"{split}: NLL importance-sampled estimate (K={K}) {r['nll_is_nats']:.2f} nats/image")
+
+
+@cli.command("sample")
+@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--n", "n", type=click.IntRange(1, 1024), default=64, help="Number of samples.")
+@click.option("--seed", type=click.IntRange(min=0), default=0)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@_device_option
+@_friendly_errors
+def sample_cmd(checkpoint, n, seed, out, device) -> None:
+    """Sample from a DRAW CHECKPOINT: PNG grid, drawing GIF, step-by-step figure."""
+    from draw.run import sample
+
+    for name, path in sample(checkpoint, out, n=n, seed=seed, device=_check_device(device)).items():
+        click.echo(f"wrote {name}: {path}")
+
+
+# -- benchmarks ----------------------------------------------------------------------------
+@cli.group()
+def bench() -> None:
+    """Benchmarks: each writes results.csv, table.md, config.json and plots into --out."""
+
+
+@bench.command("cluttered")
+@click.option("--glimpses", type=click.IntRange(1, 64), default=8, help="Glimpses T of the attention model.")
+@click.option("--preset", type=click.Choice(PRESETS), default=None, help="[default: paper on GPU, quick on CPU]")
+@click.option("--seeds", type=click.IntRange(1, 20), default=1, help="Training seeds per model.")
+@click.option("--models", default="attention,conv2,resnet",
+              help="Comma-separated subset of: attention, conv2, resnet, resnet18.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder [default: results/<preset>/cluttered-T<glimpses>].")
+@click.option("--overwrite", is_flag=True, help="Replace results of a different config in --out.")
+@_device_option
+@_data_dir_option
+@_friendly_errors
+def bench_cluttered(glimpses, preset, seeds, models, out, overwrite, device, data_dir) -> None:
+    """100x100 cluttered MNIST (the paper's Table 1): attention classifier vs conv baselines."""
+    from benchmark import cluttered
+
+    dev = _check_device(device)
+    preset = _choose_preset(preset, dev)
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    bad = sorted(set(names) - set(cluttered.MODELS)) or ([] if names else ["(none)"])
+    if bad:
+        raise click.BadParameter(f"unknown model(s) {', '.join(bad)}; choose from {', '.join(cluttered.MODELS)}",
+                                 param_hint="--models")
+    out = out or Path("results") / preset / f"cluttered-T{glimpses}"
+    cfg = cluttered.bench_config(preset, glimpses=glimpses, seeds=seeds, models=names)
+    cluttered.run(cfg, out, overwrite=overwrite, device=dev, data_dir=data_dir, echo=click.echo)
+
+
+@bench.command("nll")
+@click.option("--preset", type=click.Choice(PRESETS), default=None, help="[default: paper on GPU, quick on CPU]")
+@click.option("--seeds", type=click.IntRange(1, 20), default=1, help="Training seeds per model.")
+@click.option("--dataset", type=click.Choice(["mnist", "twodigit"]), default="mnist",
+              help="Binarized MNIST (Table 2) or two-digit 60x60 MNIST (section 4.3).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder [default: results/<preset>/nll-<dataset>].")
+@click.option("--overwrite", is_flag=True, help="Replace results of a different config in --out.")
+@_device_option
+@_data_dir_option
+@_friendly_errors
+def bench_nll(preset, seeds, dataset, out, overwrite, device, data_dir) -> None:
+    """Binarized MNIST NLL (the paper's Table 2): DRAW with and without attention."""
+    from benchmark import nll
+
+    dev = _check_device(device)
+    preset = _choose_preset(preset, dev)
+    out = out or Path("results") / preset / f"nll-{dataset}"
+    cfg = nll.bench_config(preset, seeds=seeds, dataset=dataset)
+    nll.run(cfg, out, overwrite=overwrite, device=dev, data_dir=data_dir, echo=click.echo)
+
+
+@cli.command("report")
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_friendly_errors
+def report_cmd(out) -> None:
+    """Redraw the table and plots of a bench folder OUT from its CSV files."""
+    import json
+
+    from benchmark import cluttered, nll
+
+    cfg = json.loads((out / "config.json").read_text())["config"]
+    writers = {"cluttered": cluttered.write_report, "nll": nll.write_report}
+    if cfg.get("bench") not in writers:
+        raise click.BadParameter(f"{out} holds no known bench results", param_hint="OUT")
+    for path in writers[cfg["bench"]](out, cfg):
+        click.echo(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
