@@ -65,7 +65,8 @@ PRESETS: dict[str, dict] = {
         "attention": {"read_n": 12, "hidden": 256},
         "resnet_width": 16,
         "train": {
-            "attention": {"epochs": 12, "batch_size": 64, "lr": 2e-3, "schedule": "cosine", "warmup_steps": 200},
+            "attention": {"epochs": 12, "batch_size": 64, "lr": 2e-3, "schedule": "cosine", "warmup_steps": 200,
+                          "grad_clip": 5.0},
             "conv2": {"epochs": 3, "batch_size": 64, "lr": 1e-3, "schedule": "cosine"},
             "resnet": {"epochs": 2, "batch_size": 64, "lr": 2e-3, "schedule": "cosine", "warmup_steps": 100},
             "resnet18": {"epochs": 1, "batch_size": 64, "lr": 1e-3, "schedule": "cosine"},

@@ -60,7 +60,7 @@ class AttentionClassifier(nn.Module):
         c = x.new_zeros(batch, self.cfg.hidden)
         windows = []
         for _ in range(self.cfg.glimpses):
-            p = attention_params(self.attn(h), N, self.A, self.B)  # window from h_{t-1}
+            p = attention_params(self.attn(h), N, self.A, self.B, bounded_centre=self.cfg.bounded_centre)  # from h_{t-1}
             F_x, F_y = filterbank_from(p, N, self.A, self.B)  # (batch, N, A), (batch, N, B)
             g = read_patch(x, F_x, F_y, p.gamma).flatten(1)  # eq. 27, (batch, C N N)
             if self.cfg.glimpse_net:

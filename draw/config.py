@@ -54,6 +54,11 @@ class ClassifierConfig:
     # RAM-style glimpse network (Mnih et al., 2014) of this width first mixes the patch
     # ("what") with the window parameters ("where") through a ReLU layer.
     glimpse_net: int = 0
+    # The paper maps h linearly to the window centre g~ (eq. 21). A linear g~ can carry the
+    # window off the image, where every filter collapses onto the border, the gradient
+    # with respect to the centre vanishes and training stalls at chance (seen on 100x100
+    # cluttered MNIST). True passes g~ through tanh, keeping the centre on the image.
+    bounded_centre: bool = True
 
     def __post_init__(self) -> None:
         self.image_shape = tuple(int(s) for s in self.image_shape)

@@ -1,0 +1,87 @@
+"""The read-only attention classifier (section 4.1) and the cluttered bench at the smoke preset."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import torch
+from click.testing import CliRunner
+
+from cli import cli
+from draw.classifier import AttentionClassifier
+from draw.config import ClassifierConfig, TrainConfig
+from draw.train import TensorData, evaluate, train
+
+
+def test_shapes_and_windows():
+    model = AttentionClassifier(ClassifierConfig(image_shape=(1, 50, 40), glimpses=3, read_n=5, hidden=16))
+    logits, windows = model(torch.rand(4, 1, 50, 40))
+    assert logits.shape == (4, 10)
+    assert windows.shape == (4, 3, 5)
+    # the first window (h_0 = 0) is the bias: centred, spanning the image
+    torch.testing.assert_close(windows[:, 0, 0], torch.full((4,), 41 / 2))
+    torch.testing.assert_close(windows[:, 0, 1], torch.full((4,), 51 / 2))
+    torch.testing.assert_close(windows[:, 0, 2], torch.full((4,), 49 / 4))
+    loss, metrics = model.loss(torch.rand(4, 1, 50, 40), torch.tensor([0, 1, 2, 3]))
+    assert loss.shape == () and set(metrics) == {"loss", "error"}
+
+
+def quadrant_task(n: int, seed: int, size: int = 32) -> TensorData:
+    """A bright 6x6 square in one of four quadrants; the class is the quadrant; faint noise."""
+    g = np.random.default_rng(seed)
+    y = g.integers(0, 4, n)
+    x = (g.random((n, size, size)) * 40).astype(np.uint8)
+    half = size // 2
+    for i in range(n):
+        r0 = (y[i] // 2) * half + g.integers(0, half - 6)
+        c0 = (y[i] % 2) * half + g.integers(0, half - 6)
+        x[i, r0 : r0 + 6, c0 : c0 + 6] = 255
+    return TensorData(torch.from_numpy(x), torch.from_numpy(y))
+
+
+def test_learns_a_tiny_synthetic_task():
+    torch.manual_seed(0)
+    model = AttentionClassifier(ClassifierConfig(image_shape=(1, 32, 32), glimpses=2, read_n=4, hidden=32, n_classes=4))
+    data, test = quadrant_task(512, 0), quadrant_task(256, 1)
+    before = evaluate(model, test)["error"]
+    train(model, data, None, TrainConfig(epochs=8, batch_size=32, lr=3e-3), None, device="cpu", progress=False)
+    after = evaluate(model, test)["error"]
+    assert before > 0.5
+    assert after < 0.1, after
+
+
+def test_bench_cluttered_smoke(fake_mnist_dir, tmp_path):
+    out = tmp_path / "bench"
+    runner = CliRunner()
+    args = ["bench", "cluttered", "--glimpses", "3", "--preset", "smoke", "--out", str(out), "--device", "cpu"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == "preset: smoke (chosen); device: cpu"
+    df = pd.read_csv(out / "results.csv")
+    assert list(df.columns) == ["bench", "model", "variant", "preset", "seed", "split", "metric", "value"]
+    err = df[df.metric == "test_error_pct"].set_index("model").value
+    assert set(err.index) == {"attention", "conv2", "resnet"}
+    assert ((err >= 0) & (err <= 100)).all()
+    table = (out / "table.md").read_text()
+    assert "3.36" in table and "this run" in table
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["config"]["glimpses"] == 3 and cfg["finished"]
+    for png in ("test_error.png", "learning_curves.png", "confusion.png", "glimpses.png"):
+        assert (out / png).stat().st_size > 5000
+    glimpses = pd.read_csv(out / "glimpses.csv")
+    assert glimpses.t.max() == 3
+
+    # rerun: every model is already done, nothing is retrained or duplicated
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("skipped") == 3
+    assert len(pd.read_csv(out / "results.csv")) == len(df)
+
+    # another config into the same folder is refused
+    result = runner.invoke(cli, [*args[:3], "4", *args[4:]])
+    assert result.exit_code == 2 and "--overwrite" in result.output
+
+    result = runner.invoke(cli, ["report", str(out)])
+    assert result.exit_code == 0 and "test_error.png" in result.output
