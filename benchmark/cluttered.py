@@ -10,6 +10,7 @@ bench rerun with the same command resumes the unfinished model and skips finishe
 from __future__ import annotations
 
 import copy
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -152,6 +153,8 @@ def run(cfg: dict, out: str | Path, *, overwrite: bool = False, device: str = "c
     from draw.run import cluttered_data
 
     out = prepare_out_dir(out, cfg, overwrite)
+    if overwrite and (out / "runs").exists():  # checkpoints of the replaced config must not be resumed
+        shutil.rmtree(out / "runs")
     started = datetime.now(timezone.utc)
     write_config(out, cfg, started)
     d = cfg["data"]
