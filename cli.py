@@ -6,6 +6,7 @@ done by plain functions in ``draw``, ``datasets`` and ``benchmark``.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -33,11 +34,10 @@ def _friendly_errors(f):
 
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
+        from benchmark.report import OutputDirError
         from datasets.cluttered import ClutterParamError, CorruptDatasetError
         from datasets.mnist import MnistNotFoundError
-        from draw.train import CheckpointError, NonFiniteError
-
-        from benchmark.report import OutputDirError
+        from draw.train import CheckpointError, NonFiniteError, TrainSettingError
 
         try:
             return f(*args, **kwargs)
@@ -47,12 +47,41 @@ def _friendly_errors(f):
             raise click.BadParameter(str(e), param_hint="--out") from None
         except CheckpointError as e:
             raise click.BadParameter(str(e), param_hint="CHECKPOINT") from None
+        except TrainSettingError as e:
+            raise click.BadParameter(str(e), param_hint="--" + e.param.replace("_", "-")) from None
         except (MnistNotFoundError, CorruptDatasetError, NonFiniteError) as e:
             raise click.ClickException(str(e)) from None
         except OSError as e:  # full disk, unwritable folder, ...
-            raise click.ClickException(f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")) from None
+            where = f"{e.filename}: " if e.filename else ""
+            hint = ("; free some space, then rerun the same command (train: add --resume)"
+                    if e.errno == errno.ENOSPC else "")
+            raise click.ClickException(f"{where}{e.strerror or e}{hint}") from None
 
     return wrapper
+
+
+def _writable_dir(folder: Path, hint: str) -> None:
+    """Create ``folder`` (with parents) and check that a file can be written in it: a usage
+    error naming ``hint`` before any work, instead of a failure at the first save."""
+    import tempfile
+
+    if folder.exists() and not folder.is_dir():
+        raise click.BadParameter(f"{folder} is a file, not a folder", param_hint=hint)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise click.BadParameter(f"cannot write into {folder}: {e.strerror or e}", param_hint=hint) from None
+
+
+def _run_dir(out: Path, resume: bool) -> None:
+    """A writable run folder; one that holds a checkpoint needs --resume (a fresh run would
+    overwrite the work of the run that was killed)."""
+    _writable_dir(out, "--out")
+    if not resume and (out / "last.pt").exists():
+        raise click.BadParameter(f"{out} already holds a run ({out / 'last.pt'}); add --resume to continue it, "
+                                 "or choose another --out (or delete that folder) to start afresh", param_hint="--out")
 
 
 def _check_device(device: str | None) -> str:
@@ -119,6 +148,9 @@ def data_cluttered(canvas, distractors, distractor_size, split, seed, n, out, pr
 
     params = ClutterParams(canvas=canvas, distractors=distractors, distractor_size=distractor_size)
     params.validate()
+    _writable_dir(out.parent, "--out")
+    if preview is not None:
+        _writable_dir(preview.parent, "--preview")
     ds = make_split(split, params, seed=seed, n=n, data_dir=data_dir)
     digest = save_npz(ds, out)
     click.echo(f"wrote {out}: {len(ds.labels)} images {canvas}x{canvas}, sha256 {digest}")
@@ -188,6 +220,7 @@ def train_draw_cmd(T, read_n, write_n, lstm_size, z_size, no_attention, out, res
                      attention=not no_attention)
     click.echo(f"DRAW {'without attention' if no_attention else 'with attention'}: T={T}, read {read_n}x{read_n}, "
                f"write {write_n}x{write_n}, LSTM {lstm_size}, z {z_size}; device {dev}")
+    _run_dir(out, resume)
     result = train_draw(cfg, _train_config(**train_kw), out, resume=resume, data_dir=data_dir, device=dev)
     _report_training(result, out)
 
@@ -206,15 +239,18 @@ def train_draw_cmd(T, read_n, write_n, lstm_size, z_size, no_attention, out, res
 def train_classifier_cmd(model, glimpses, read_n, hidden, canvas, distractors, distractor_size, n_train,
                          out, resume, device, data_dir, **train_kw) -> None:
     """Train a classifier on cluttered MNIST (the attention model of section 4.1, or a conv baseline)."""
+    from benchmark.cluttered import build_classifier
     from datasets.cluttered import ClutterParams
     from draw.run import train_classifier
-
-    from benchmark.cluttered import build_classifier
 
     dev = _check_device(device)
     params = ClutterParams(canvas=canvas, distractors=distractors, distractor_size=distractor_size)
     params.validate()
+    import torch
+
+    torch.manual_seed(train_kw["seed"])  # the initial weights, too, are a function of --seed
     net = build_classifier(model, (1, canvas, canvas), glimpses=glimpses, read_n=read_n, hidden=hidden)
+    _run_dir(out, resume)
     result = train_classifier(net, _train_config(**train_kw), out, params, n_train=n_train, resume=resume,
                               data_dir=data_dir, device=dev)
     _report_training(result, out)
@@ -328,7 +364,11 @@ def report_cmd(out) -> None:
 
     from benchmark import cluttered, nll
 
-    cfg = json.loads((out / "config.json").read_text())["config"]
+    try:
+        cfg = json.loads((out / "config.json").read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise click.BadParameter(f"{out} has no readable bench config.json; is it a bench folder?",
+                                 param_hint="OUT") from None
     writers = {"cluttered": cluttered.write_report, "nll": nll.write_report}
     if cfg.get("bench") not in writers:
         raise click.BadParameter(f"{out} holds no known bench results", param_hint="OUT")

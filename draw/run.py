@@ -61,8 +61,10 @@ def train_classifier(
     dev = torch.device(device) if device else default_device()
     train_data = cluttered_data("train", params, data_seed, n_train, data_dir).to(dev)
     valid_data = cluttered_data("valid", params, data_seed, n_valid, data_dir).to(dev)
-    write_run_config(Path(out), kind=type(model).__name__, model=asdict(model.cfg), train=asdict(train_cfg),
-                     data={"clutter": asdict(params), "seed": data_seed, "n_train": len(train_data), "n_valid": len(valid_data)})
+    if not (resume and (Path(out) / "config.json").exists()):  # a refused resume must not rewrite it
+        write_run_config(Path(out), kind=type(model).__name__, model=asdict(model.cfg), train=asdict(train_cfg),
+                         data={"clutter": asdict(params), "seed": data_seed, "n_train": len(train_data),
+                               "n_valid": len(valid_data)})
     return train(model, train_data, valid_data, train_cfg, out, resume=resume, device=dev, select="error",
                  progress=progress, desc=type(model).__name__)
 
@@ -85,7 +87,9 @@ def train_draw(
     if n_train is not None:
         train_data = TensorData(train_data.x[:n_train], None, 1.0)
     dev = torch.device(device) if device else default_device()
-    write_run_config(out, kind="draw", model=asdict(model_cfg), train=asdict(train_cfg), data={"binarization": source})
+    if not (resume and (out / "config.json").exists()):  # a refused resume must not rewrite it
+        write_run_config(out, kind="draw", model=asdict(model_cfg), train=asdict(train_cfg), data={"binarization": source})
+    torch.manual_seed(train_cfg.seed)  # the initial weights, too, are a function of --seed
     model = DRAW(model_cfg)
     return train(model, train_data.to(dev), valid_data.to(dev), train_cfg, out, resume=resume, device=dev,
                  select="loss", progress=progress, desc="DRAW" if model_cfg.attention else "DRAW (no attention)")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +33,14 @@ CHECKPOINT_FORMAT = "drawbench-checkpoint-v1"
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be used: missing, truncated, corrupt or of another model."""
+
+
+class TrainSettingError(ValueError):
+    """A training setting that cannot work with the data given; ``param`` names it."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class NonFiniteError(RuntimeError):
@@ -127,6 +136,8 @@ def _atomic_torch_save(obj: dict, path: Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # e.g. a full disk: name the file (a file object's error names none)
+        raise OSError(e.errno, f"{e.strerror or e}; the previous {path.name}, if any, is kept", str(path)) from e
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -150,10 +161,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    try:  # torch.save writes a zip whose members carry CRC-32s: flipped bytes are caught here
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+        ckpt = torch.load(path, map_location=map_location, weights_only=True) if bad is None else None
+    except OSError:
+        raise
     except Exception as e:  # truncated zip, bad pickle, not a torch file ...
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {e}") from e
+        reason = (str(e).strip().splitlines() or [""])[0][:160]
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): "
+                              f"{type(e).__name__}: {reason}".rstrip(": ")) from e
+    if bad is not None:
+        raise CheckpointError(f"{path} is corrupt: its member {bad} fails its CRC-32 check")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a drawbench checkpoint (format {CHECKPOINT_FORMAT!r} expected)")
     return ckpt
@@ -198,6 +217,8 @@ def train(
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob(".*.pt.*.tmp"):  # half-written by a run killed while saving
+            stale.unlink(missing_ok=True)
     last_path = out / "last.pt" if out else None
     best_path = out / "best.pt" if out else None
 
@@ -207,7 +228,7 @@ def train(
     n = len(train_data)
     steps_per_epoch = n // cfg.batch_size
     if steps_per_epoch == 0:
-        raise ValueError(f"batch size {cfg.batch_size} is larger than the training set ({n})")
+        raise TrainSettingError("batch_size", f"batch size {cfg.batch_size} is larger than the training set ({n})")
     total_steps = steps_per_epoch * cfg.epochs
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
@@ -219,7 +240,12 @@ def train(
     if resume and last_path is not None and last_path.exists():
         ckpt = load_checkpoint(last_path)
         if ckpt["kind"] != model_kind(model) or ckpt["model_config"] != asdict(model.cfg):
-            raise CheckpointError(f"{last_path} was written for another model or config; use another --out")
+            if ckpt["kind"] != model_kind(model):
+                raise CheckpointError(f"{last_path} holds a {ckpt['kind']!r} model, not a {model_kind(model)!r} "
+                                      "model; use another --out")
+            changed = sorted(k for k, v in asdict(model.cfg).items() if ckpt["model_config"].get(k) != v)
+            raise CheckpointError(f"{last_path} was written for another model config ({', '.join(changed)}); "
+                                  "use another --out")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
@@ -264,10 +290,10 @@ def train(
     def check_finite() -> None:
         s = int(bad_step)
         if s >= 0:
-            raise NonFiniteError(
-                f"loss or gradients became NaN/Inf at step {s} (epoch {epoch + 1}); "
-                f"the last good checkpoint is {last_path}" if last_path else f"loss became NaN/Inf at step {s}"
-            )
+            kept = (f"the last good checkpoint is {last_path}" if last_path is not None and last_path.exists()
+                    else "no checkpoint had been written yet")
+            raise NonFiniteError(f"loss or gradients became NaN/Inf at step {s} (epoch {epoch + 1}); {kept}; "
+                                 "a lower learning rate or gradient clipping may help")
 
     stop_at = total_steps  # lowered when the wall-clock budget runs out
 
@@ -290,11 +316,9 @@ def train(
             loss, metrics = model.loss(x, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if cfg.grad_clip and cfg.grad_clip > 0:
-                gnorm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                finite = torch.isfinite(loss) & torch.isfinite(gnorm)
-            else:
-                finite = torch.isfinite(loss)
+            # max_norm inf (grad_clip 0) clips nothing, but the norm still catches NaN/Inf gradients
+            gnorm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip else math.inf)
+            finite = torch.isfinite(loss) & torch.isfinite(gnorm)
             bad_step = torch.where(~finite & (bad_step < 0), torch.full_like(bad_step, step), bad_step)
             opt.step()
             sched.step()

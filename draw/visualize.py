@@ -100,7 +100,7 @@ def plot_glimpses(
             left, top, width, height = _box(w[i, t], N)
             lw = float(np.clip(0.8 + w[i, t, 3] / 3, 0.8, 4))
             ax.add_patch(Rectangle((left, top), width, height, fill=False, edgecolor=colors[t], linewidth=lw))
-            ax.text(left + 1, top + 4, str(t + 1), color=colors[t], fontsize=6)
+            ax.text(left + 1, top + 4, str(t + 1), color=colors[t], fontsize=6, clip_on=True)
         H, W = a.shape[1:3]
         ax.set_xlim(-0.5, W - 0.5)
         ax.set_ylim(H - 0.5, -0.5)
