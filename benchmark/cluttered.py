@@ -66,7 +66,7 @@ PRESETS: dict[str, dict] = {
         "attention": {"read_n": 12, "hidden": 256},
         "resnet_width": 16,
         "train": {
-            "attention": {"epochs": 12, "batch_size": 64, "lr": 2e-3, "schedule": "cosine", "warmup_steps": 200,
+            "attention": {"epochs": 16, "batch_size": 64, "lr": 2e-3, "schedule": "cosine", "warmup_steps": 200,
                           "grad_clip": 5.0},
             "conv2": {"epochs": 3, "batch_size": 64, "lr": 1e-3, "schedule": "cosine"},
             "resnet": {"epochs": 2, "batch_size": 64, "lr": 2e-3, "schedule": "cosine", "warmup_steps": 100},
