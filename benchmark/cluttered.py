@@ -80,7 +80,8 @@ PRESETS: dict[str, dict] = {
         "attention": {"read_n": 12, "hidden": 256},
         "resnet_width": 32,
         "train": {
-            "attention": {"epochs": 100, "batch_size": 128, "lr": 2e-3, "schedule": "cosine", "warmup_steps": 500},
+            "attention": {"epochs": 100, "batch_size": 128, "lr": 1e-3, "schedule": "cosine", "warmup_steps": 1000,
+                          "grad_clip": 2.0},
             "conv2": {"epochs": 50, "batch_size": 128, "lr": 1e-3, "schedule": "cosine"},
             "resnet": {"epochs": 30, "batch_size": 128, "lr": 2e-3, "schedule": "cosine", "warmup_steps": 500},
             "resnet18": {"epochs": 30, "batch_size": 128, "lr": 1e-3, "schedule": "cosine", "warmup_steps": 500},
@@ -316,7 +317,7 @@ def write_report(out: str | Path, cfg: dict) -> list[Path]:
             ax.set_title(f"{MODEL_LABELS[m]}\nerror {100 * (p.label != p.pred).mean():.2f}%", fontsize=9)
             ax.set_xlabel("predicted")
             ax.set_ylabel("true")
-        fig.suptitle("Confusion matrices (% of each true class), first seed", fontsize=10)
+        fig.suptitle("Confusion matrices (% of each true class), first seed", fontsize=10, y=1.04)
         written.append(out / "confusion.png")
         save_figure(fig, written[-1])
     return written
