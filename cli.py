@@ -14,6 +14,11 @@ from pathlib import Path
 
 import click
 
+# OpenMP threads that spin while waiting made training steps ~100x slower when another process
+# held a core of our 2-core machines (2 s instead of 19 ms per step); with passive waiting the
+# slowdown is gone. Must be set before torch is imported; a user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 PRESETS = ("smoke", "quick", "paper")
 
 
@@ -179,6 +184,41 @@ def _train_options(f):
     return f
 
 
+def _speed_options(f):
+    for opt in reversed([
+        click.option("--fused/--no-fused", default=True,
+                     help="Fused kernels: packed matrix products, one-pass filterbanks, hand-written LSTM cell, "
+                          "fused Adam (same mathematics; --no-fused runs the plain eager reference)."),
+        click.option("--compile/--no-compile", "compile_", default=False,
+                     help="torch.compile the unrolled glimpse loop (compile time: minutes on a CPU)."),
+        click.option("--compile-unroll", type=click.IntRange(min=0), default=8,
+                     help="Time steps per compiled region (0: all T, slowest compile, fastest steps)."),
+        click.option("--cuda-graphs", is_flag=True, help="Replay the compiled steps as CUDA graphs (CUDA only; implies --compile)."),
+        click.option("--amp", type=click.Choice(["off", "bf16"]), default="off",
+                     help="bf16 autocast for the matrix products (state and losses stay float32)."),
+        click.option("--tf32", is_flag=True, help="TF32 matrix products (CUDA only)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _speed_config(device: str, fused, compile_, compile_unroll, cuda_graphs, amp, tf32):
+    from draw.fast import SpeedConfig
+
+    if cuda_graphs and device != "cuda":
+        raise click.BadParameter("CUDA graphs need --device cuda", param_hint="--cuda-graphs")
+    return SpeedConfig(fused=fused, compile=compile_, compile_unroll=compile_unroll, cuda_graphs=cuda_graphs,
+                       amp=amp, tf32=tf32)
+
+
+def _echo(message: str) -> None:
+    """click.echo on rank 0 only (under torchrun every rank runs the command)."""
+    from draw.train import is_main_process
+
+    if is_main_process():
+        click.echo(message)
+
+
 def _train_config(epochs, batch_size, lr, schedule, grad_clip, seed, checkpoint_every, max_steps):
     from draw.config import TrainConfig
 
@@ -190,10 +230,10 @@ def _report_training(result, out: Path) -> None:
     if result.history:
         last = result.history[-1]
         shown = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k.startswith(("train_", "valid_")))
-        click.echo(f"epoch {last['epoch']}: {shown}")
-    click.echo(f"{result.images_per_s:.0f} images/s over {result.train_seconds:.0f} s")
-    click.echo(f"wrote {result.last_path} and {result.best_path} (best {result.best.get('metric')} "
-               f"{result.best.get('value', float('nan')):.4g} at epoch {result.best.get('epoch')})")
+        _echo(f"epoch {last['epoch']}: {shown}")
+    _echo(f"{result.images_per_s:.0f} images/s over {result.train_seconds:.0f} s")
+    _echo(f"wrote {result.last_path} and {result.best_path} (best {result.best.get('metric')} "
+          f"{result.best.get('value', float('nan')):.4g} at epoch {result.best.get('epoch')})")
 
 
 @cli.group("train")
@@ -209,19 +249,22 @@ def train_group() -> None:
 @click.option("--z-size", type=click.IntRange(min=1), default=100)
 @click.option("--no-attention", is_flag=True, help="DRAW without attention: read [x, x^], write W(h_dec).")
 @_train_options
+@_speed_options
 @_friendly_errors
-def train_draw_cmd(T, read_n, write_n, lstm_size, z_size, no_attention, out, resume, device, data_dir, **train_kw) -> None:
+def train_draw_cmd(T, read_n, write_n, lstm_size, z_size, no_attention, out, resume, device, data_dir,
+                   fused, compile_, compile_unroll, cuda_graphs, amp, tf32, **train_kw) -> None:
     """Train DRAW on binarized MNIST (defaults: the paper's MNIST model, Table 3)."""
     from draw.config import DrawConfig
     from draw.run import train_draw
 
     dev = _check_device(device)
+    speed = _speed_config(dev, fused, compile_, compile_unroll, cuda_graphs, amp, tf32)
     cfg = DrawConfig(T=T, read_n=read_n, write_n=write_n, enc_size=lstm_size, dec_size=lstm_size, z_size=z_size,
                      attention=not no_attention)
-    click.echo(f"DRAW {'without attention' if no_attention else 'with attention'}: T={T}, read {read_n}x{read_n}, "
-               f"write {write_n}x{write_n}, LSTM {lstm_size}, z {z_size}; device {dev}")
+    _echo(f"DRAW {'without attention' if no_attention else 'with attention'}: T={T}, read {read_n}x{read_n}, "
+          f"write {write_n}x{write_n}, LSTM {lstm_size}, z {z_size}; device {dev}; speed {speed.label()}")
     _run_dir(out, resume)
-    result = train_draw(cfg, _train_config(**train_kw), out, resume=resume, data_dir=data_dir, device=dev)
+    result = train_draw(cfg, _train_config(**train_kw), out, resume=resume, data_dir=data_dir, device=dev, speed=speed)
     _report_training(result, out)
 
 
@@ -235,15 +278,18 @@ def train_draw_cmd(T, read_n, write_n, lstm_size, z_size, no_attention, out, res
 @click.option("--distractor-size", type=int, default=8)
 @click.option("--n-train", type=click.IntRange(min=1), default=None, help="Training images [default 60000].")
 @_train_options
+@_speed_options
 @_friendly_errors
 def train_classifier_cmd(model, glimpses, read_n, hidden, canvas, distractors, distractor_size, n_train,
-                         out, resume, device, data_dir, **train_kw) -> None:
+                         out, resume, device, data_dir, fused, compile_, compile_unroll, cuda_graphs, amp, tf32,
+                         **train_kw) -> None:
     """Train a classifier on cluttered MNIST (the attention model of section 4.1, or a conv baseline)."""
     from benchmark.cluttered import build_classifier
     from datasets.cluttered import ClutterParams
     from draw.run import train_classifier
 
     dev = _check_device(device)
+    speed = _speed_config(dev, fused, compile_, compile_unroll, cuda_graphs, amp, tf32)
     params = ClutterParams(canvas=canvas, distractors=distractors, distractor_size=distractor_size)
     params.validate()
     import torch
@@ -252,7 +298,7 @@ def train_classifier_cmd(model, glimpses, read_n, hidden, canvas, distractors, d
     net = build_classifier(model, (1, canvas, canvas), glimpses=glimpses, read_n=read_n, hidden=hidden)
     _run_dir(out, resume)
     result = train_classifier(net, _train_config(**train_kw), out, params, n_train=n_train, resume=resume,
-                              data_dir=data_dir, device=dev)
+                              data_dir=data_dir, device=dev, speed=speed)
     _report_training(result, out)
 
 
@@ -355,6 +401,35 @@ def bench_nll(preset, seeds, dataset, out, overwrite, device, data_dir) -> None:
     nll.run(cfg, out, overwrite=overwrite, device=dev, data_dir=data_dir, echo=click.echo)
 
 
+@bench.command("speed")
+@click.option("--models", default="draw,classifier", help="Comma-separated subset of: draw, classifier.")
+@click.option("--preset", type=click.Choice(PRESETS), default=None,
+              help="smoke: tiny models, seconds; quick: the paper's models, CPU variants; paper: adds the "
+                   "full-unroll compile (long on a CPU) [default: paper on GPU, quick on CPU]")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Timed steps per round [default: from the preset].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="[default: from the preset; 64 for quick/paper]")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder [default: results/<preset>/speed-<device>].")
+@click.option("--overwrite", is_flag=True, help="Replace results of a different config in --out.")
+@_device_option
+@_friendly_errors
+def bench_speed(models, preset, steps, batch_size, out, overwrite, device) -> None:
+    """Training throughput (images/s), step time and peak memory of DRAW and the attention
+    classifier for each speed switch, and the speed-up over the plain eager reference."""
+    from benchmark import speed
+
+    dev = _check_device(device)
+    preset = _choose_preset(preset, dev)
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    bad = sorted(set(names) - set(speed.MODELS)) or ([] if names else ["(none)"])
+    if bad:
+        raise click.BadParameter(f"unknown model(s) {', '.join(bad)}; choose from {', '.join(speed.MODELS)}",
+                                 param_hint="--models")
+    out = out or Path("results") / preset / f"speed-{dev}"
+    cfg = speed.bench_config(preset, models=names, device=dev, steps=steps, batch_size=batch_size)
+    speed.run(cfg, out, overwrite=overwrite, device=dev, echo=click.echo)
+
+
 @cli.command("report")
 @click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @_friendly_errors
@@ -362,14 +437,14 @@ def report_cmd(out) -> None:
     """Redraw the table and plots of a bench folder OUT from its CSV files."""
     import json
 
-    from benchmark import cluttered, nll
+    from benchmark import cluttered, nll, speed
 
     try:
         cfg = json.loads((out / "config.json").read_text())["config"]
     except (OSError, ValueError, KeyError, TypeError):
         raise click.BadParameter(f"{out} has no readable bench config.json; is it a bench folder?",
                                  param_hint="OUT") from None
-    writers = {"cluttered": cluttered.write_report, "nll": nll.write_report}
+    writers = {"cluttered": cluttered.write_report, "nll": nll.write_report, "speed": speed.write_report}
     if cfg.get("bench") not in writers:
         raise click.BadParameter(f"{out} holds no known bench results", param_hint="OUT")
     for path in writers[cfg["bench"]](out, cfg):

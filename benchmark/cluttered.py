@@ -277,7 +277,7 @@ def write_report(out: str | Path, cfg: dict) -> list[Path]:
     if err.seed.nunique() > 1:
         sns.stripplot(data=err, y="label", x="value", order=order, ax=ax, color="black", size=4)
     palette = sns.color_palette("Set2", len(paper.table1()))
-    for color, (_, row) in zip(palette, paper.table1().iterrows()):
+    for color, (_, row) in zip(palette, paper.table1().iterrows(), strict=True):
         ax.axvline(row.test_error_pct, ls="--", lw=1.5, color=color, label=f"paper: {row.model} ({row.test_error_pct}%)")
     ax.legend(fontsize=7, loc="best", framealpha=0.9)
     for i, label in enumerate(order):
@@ -309,7 +309,7 @@ def write_report(out: str | Path, cfg: dict) -> list[Path]:
         first = preds[preds.seed == preds.seed.min()]
         models = [m for m in cfg["models"] if m in set(first.model)]
         fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 4), squeeze=False)
-        for ax, m in zip(axes[0], models):
+        for ax, m in zip(axes[0], models, strict=True):
             p = first[first.model == m]
             cm = confusion_matrix(p.label, p.pred, labels=list(range(10)), normalize="true") * 100
             sns.heatmap(cm, annot=True, fmt=".0f", cmap="Blues", vmin=0, vmax=100, cbar=False, ax=ax,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 LIKELIHOODS = ("bernoulli", "logistic")
+WINDOW_INITS = ("zero", "smooth")
 
 
 @dataclass
@@ -31,6 +32,13 @@ class DrawConfig:
     # across models (as bits per dimension) and bounded below by 0, where a density on
     # discrete data can be driven to -inf by shrinking its variance.
     likelihood: str = "bernoulli"
+    # Initial attention windows (the paper does not say). "zero": the default init of the
+    # linear maps of eq. 21, so every window starts centred with its grid spanning the image,
+    # sigma = 1 pixel and gamma = 1; with a 2x2 read the encoder then sees only the 4 corner
+    # pixels and learning is slow to start. "smooth": sigma starts at delta / 2, so the N x N
+    # filters tile the whole image smoothly (the read sees a blurred overview), and the write
+    # gain 1/gamma^ starts where a patch value of 1 adds 1 to the canvas at a filter's centre.
+    window_init: str = "zero"
 
     def __post_init__(self) -> None:
         self.image_shape = tuple(int(s) for s in self.image_shape)  # JSON round trip gives lists
@@ -39,6 +47,8 @@ class DrawConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
+        if self.window_init not in WINDOW_INITS:
+            raise ValueError(f"window_init must be one of {WINDOW_INITS}, got {self.window_init!r}")
 
 
 @dataclass

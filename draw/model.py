@@ -6,6 +6,7 @@ Gregor, Danihelka, Graves, Rezende, Wierstra (2015), arXiv 1502.04623, section 2
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -13,12 +14,18 @@ from torch import Tensor, nn
 
 from draw.attention import AttentionParams, attention_params, filterbank_from, read, write
 from draw.config import DrawConfig
-from draw.likelihood import bernoulli_nll, gaussian_kl
+from draw.likelihood import (
+    LOG_2PI,
+    bernoulli_nll,
+    discretized_logistic_nll,
+    gaussian_kl,
+    standard_normal_log_prob,
+)
 
 
 @dataclass
 class DrawOutput:
-    logits: Tensor  # (batch, C, H, W): the final canvas c_T; D(x | c_T) = Bernoulli(sigmoid(c_T))
+    logits: Tensor  # (batch, C, H, W): the final canvas c_T; D(x | c_T) has mean sigmoid(c_T)
     kl: Tensor  # (batch, T): KL(Q(Z_t | h_enc_t) || N(0, I)) per step, nats
     read_params: Tensor | None = None  # (batch, T, 5) g_x, g_y, delta, sigma, gamma (attention only)
     write_params: Tensor | None = None  # (batch, T, 5)
@@ -53,6 +60,26 @@ class DRAW(nn.Module):
         self.q_mu = nn.Linear(cfg.enc_size, cfg.z_size)  # eq. 6: mu_t = W(h_enc_t)
         self.q_log_sigma = nn.Linear(cfg.enc_size, cfg.z_size)  # sigma_t = exp(W(h_enc_t))
         self.decoder = nn.LSTMCell(cfg.z_size, cfg.dec_size)  # eq. 7
+        if cfg.attention and cfg.window_init == "smooth":
+            self._smooth_windows()
+        if cfg.likelihood == "logistic":
+            # one learned log-scale per colour channel, in [0, 1] pixel units; 1/16 to start
+            self.log_scale = nn.Parameter(torch.full((C, 1, 1), math.log(1 / 16)))
+
+    @torch.no_grad()
+    def _smooth_windows(self) -> None:
+        """``window_init="smooth"``: the biases of eq. 21 put every window (at h_dec = 0) in the
+        centre with the grid spanning the image (g~ = 0, delta~ = 1 in eqs. 22-24) and
+        sigma = delta / 2; gamma = 1 for the read, and for the write 1/gamma^ = 1 / peak^2,
+        the inverse squared peak of a normalised Gaussian filter. Weights keep their init."""
+        span = max(self.A, self.B) - 1
+        for lin, N in ((self.read_attn, self.cfg.read_n), (self.write_attn, self.cfg.write_n)):
+            sigma = span / max(N - 1, 1) / 2
+            lin.bias.zero_()  # g~_X = g~_Y = 0, log delta~ = 0, log gamma = 0
+            lin.bias[2] = 2 * math.log(sigma)  # log sigma^2
+        sigma_w = span / max(self.cfg.write_n - 1, 1) / 2
+        peak = 1 / (math.sqrt(2 * math.pi) * sigma_w)
+        self.write_attn.bias[4] = 2 * math.log(peak)  # log gamma^: canvas += w peak^2 / gamma^ = w
 
     # -- the two halves of one step -------------------------------------------------------
     def _read(self, x: Tensor, x_hat: Tensor, h_dec: Tensor) -> tuple[Tensor, AttentionParams | None]:
@@ -84,11 +111,9 @@ class DRAW(nn.Module):
             "c": torch.zeros(batch, self.C, self.B, self.A, device=device, dtype=dtype),
         }
 
-    def step(self, x: Tensor, state: dict[str, Tensor], eps: Tensor) -> tuple[dict[str, Tensor], Tensor, tuple]:
-        """One inference step, eqs. 3-8. ``eps``: ``(batch, z)`` standard normal noise.
-
-        Returns the new state, the step's KL ``(batch,)``, and the (read, write) windows.
-        """
+    def _infer(self, x: Tensor, state: dict[str, Tensor], eps: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor, tuple]:
+        """Eqs. 3-8 for one step; returns the new state, ``mu_t``, ``log sigma_t`` ``(batch, z)``
+        and the (read, write) windows. ``z_t = mu_t + sigma_t * eps``."""
         x_hat = x - torch.sigmoid(state["c"])  # eq. 3
         r, p_read = self._read(x, x_hat, state["h_dec"])  # eq. 4
         h_enc, c_enc = self.encoder(torch.cat([r, state["h_dec"]], 1), (state["h_enc"], state["c_enc"]))  # eq. 5
@@ -97,7 +122,42 @@ class DRAW(nn.Module):
         h_dec, c_dec = self.decoder(z, (state["h_dec"], state["c_dec"]))  # eq. 7
         dc, p_write = self._write(h_dec)
         new = {"h_enc": h_enc, "c_enc": c_enc, "h_dec": h_dec, "c_dec": c_dec, "c": state["c"] + dc}  # eq. 8
-        return new, gaussian_kl(mu, log_sigma), (p_read, p_write)
+        return new, mu, log_sigma, (p_read, p_write)
+
+    def step(self, x: Tensor, state: dict[str, Tensor], eps: Tensor) -> tuple[dict[str, Tensor], Tensor, tuple]:
+        """One inference step, eqs. 3-8. ``eps``: ``(batch, z)`` standard normal noise.
+
+        Returns the new state, the step's KL ``(batch,)``, and the (read, write) windows.
+        """
+        new, mu, log_sigma, windows = self._infer(x, state, eps)
+        return new, gaussian_kl(mu, log_sigma), windows
+
+    def reconstruction_nll(self, logits: Tensor, x: Tensor) -> Tensor:
+        """L^x = -log D(x | c_T) (eq. 9), ``(batch,)`` nats, for the configured likelihood:
+        Bernoulli(sigmoid(c_T)), or a discretised logistic with mean sigmoid(c_T) and a
+        learned per-channel scale (see :class:`draw.config.DrawConfig`)."""
+        if self.cfg.likelihood == "logistic":
+            return discretized_logistic_nll(torch.sigmoid(logits), self.log_scale, x)
+        return bernoulli_nll(logits, x)
+
+    def log_importance_weights(self, x: Tensor) -> Tensor:
+        """One importance weight per row: ``log p(x | z) + log p(z) - log q(z | x)``, ``(batch,)``.
+
+        ``z = (z_1 .. z_T)`` is drawn from the encoder, ``q(z | x) = prod_t N(z_t; mu_t, sigma_t)``
+        where ``mu_t, sigma_t`` depend on ``z_<t`` through ``h_dec_{t-1}``;
+        ``p(z) = prod_t N(z_t; 0, I)``. ``E_q[-w]`` is the bound ``L`` of eq. 12 (with the KL
+        estimated by sampling instead of in closed form); see :func:`draw.likelihood.iwae_nll`.
+        """
+        batch = x.shape[0]
+        state = self.initial_state(batch, x.device, x.dtype)
+        eps = torch.randn(self.cfg.T, batch, self.cfg.z_size, device=x.device, dtype=x.dtype)
+        log_ratio = torch.zeros(batch, device=x.device, dtype=x.dtype)
+        for t in range(self.cfg.T):
+            state, mu, log_sigma, _ = self._infer(x, state, eps[t])
+            z = mu + log_sigma.exp() * eps[t]
+            log_q = (-0.5 * eps[t].square() - log_sigma - 0.5 * LOG_2PI).sum(-1)  # log N(z; mu, sigma), (z - mu) / sigma = eps
+            log_ratio = log_ratio + standard_normal_log_prob(z) - log_q
+        return log_ratio - self.reconstruction_nll(state["c"], x)
 
     def forward(self, x: Tensor, *, return_params: bool = False, return_canvases: bool = False) -> DrawOutput:
         """Run T steps on ``x`` ``(batch, C, H, W)``; returns canvas logits and per-step KL."""
@@ -124,7 +184,7 @@ class DRAW(nn.Module):
     def loss(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """Mean over the batch of L = L^x + L^z (eq. 12), nats per image; metrics stay on device."""
         out = self(x)
-        recon = bernoulli_nll(out.logits, x)  # (batch,) eq. 9
+        recon = self.reconstruction_nll(out.logits, x)  # (batch,) eq. 9
         kl = out.kl.sum(1)  # (batch,) eq. 10-11
         bound = recon + kl
         loss = bound.mean()

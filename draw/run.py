@@ -13,8 +13,18 @@ from pathlib import Path
 import torch
 
 from draw.config import DrawConfig, TrainConfig
+from draw.fast import SpeedConfig
 from draw.model import DRAW
-from draw.train import TensorData, TrainResult, default_device, evaluate, load_model, train
+from draw.train import (
+    TensorData,
+    TrainResult,
+    default_device,
+    evaluate,
+    is_main_process,
+    load_model,
+    resolve_device,
+    train,
+)
 
 
 def binarized_mnist(split: str, data_dir: str | Path | None = None) -> tuple[TensorData, str]:
@@ -56,17 +66,20 @@ def train_classifier(
     data_dir: str | Path | None = None,
     device: str | None = None,
     progress: bool = True,
+    speed: SpeedConfig | None = None,
 ) -> TrainResult:
-    """Train a classifier (attention or conv) on cluttered MNIST; validation error picks ``best.pt``."""
-    dev = torch.device(device) if device else default_device()
+    """Train a classifier (attention or conv) on cluttered MNIST; validation error picks ``best.pt``.
+    ``speed``: the speed switches (default: the plain eager reference)."""
+    dev = resolve_device(device)
+    speed = speed or SpeedConfig()
     train_data = cluttered_data("train", params, data_seed, n_train, data_dir).to(dev)
     valid_data = cluttered_data("valid", params, data_seed, n_valid, data_dir).to(dev)
-    if not (resume and (Path(out) / "config.json").exists()):  # a refused resume must not rewrite it
+    if not (resume and (Path(out) / "config.json").exists()) and is_main_process():  # a refused resume must not rewrite it
         write_run_config(Path(out), kind=type(model).__name__, model=asdict(model.cfg), train=asdict(train_cfg),
                          data={"clutter": asdict(params), "seed": data_seed, "n_train": len(train_data),
-                               "n_valid": len(valid_data)})
+                               "n_valid": len(valid_data)}, speed=asdict(speed))
     return train(model, train_data, valid_data, train_cfg, out, resume=resume, device=dev, select="error",
-                 progress=progress, desc=type(model).__name__)
+                 progress=progress, desc=type(model).__name__, speed=speed)
 
 
 def train_draw(
@@ -79,20 +92,25 @@ def train_draw(
     device: str | None = None,
     n_train: int | None = None,
     progress: bool = True,
+    speed: SpeedConfig | None = None,
 ) -> TrainResult:
-    """Train DRAW on binarized MNIST (50k train, bound on 10k validation picks ``best.pt``)."""
+    """Train DRAW on binarized MNIST (50k train, bound on 10k validation picks ``best.pt``).
+    ``speed``: the speed switches (default: the plain eager reference)."""
     out = Path(out)
     train_data, source = binarized_mnist("train", data_dir)
     valid_data, _ = binarized_mnist("valid", data_dir)
     if n_train is not None:
         train_data = TensorData(train_data.x[:n_train], None, 1.0)
-    dev = torch.device(device) if device else default_device()
-    if not (resume and (out / "config.json").exists()):  # a refused resume must not rewrite it
-        write_run_config(out, kind="draw", model=asdict(model_cfg), train=asdict(train_cfg), data={"binarization": source})
+    dev = resolve_device(device)
+    speed = speed or SpeedConfig()
+    if not (resume and (out / "config.json").exists()) and is_main_process():  # a refused resume must not rewrite it
+        write_run_config(out, kind="draw", model=asdict(model_cfg), train=asdict(train_cfg), data={"binarization": source},
+                         speed=asdict(speed))
     torch.manual_seed(train_cfg.seed)  # the initial weights, too, are a function of --seed
     model = DRAW(model_cfg)
     return train(model, train_data.to(dev), valid_data.to(dev), train_cfg, out, resume=resume, device=dev,
-                 select="loss", progress=progress, desc="DRAW" if model_cfg.attention else "DRAW (no attention)")
+                 select="loss", progress=progress, desc="DRAW" if model_cfg.attention else "DRAW (no attention)",
+                 speed=speed)
 
 
 def eval_nll(

@@ -9,10 +9,19 @@ Checkpoints (``last.pt``; ``best.pt`` by validation) are written atomically and 
 everything needed to continue exactly: model config and weights, optimizer, schedule,
 RNG states, epoch, step and position inside the epoch. Epoch orders are a pure function
 of (seed, epoch), so a resumed run sees the same batches as an uninterrupted one.
+
+Speed switches (:class:`draw.fast.SpeedConfig`: fused kernels, ``torch.compile``, CUDA
+graphs, bf16, TF32) change how a step runs, never what it computes. Under ``torchrun``
+(``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` in the environment) the loop trains with
+DistributedDataParallel: every rank draws the same epoch order and takes its slice of
+each global batch of ``batch_size`` images, and rank 0 alone writes checkpoints and shows
+progress.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import math
 import os
 import time
@@ -26,6 +35,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from draw.config import TrainConfig
+from draw.fast import SpeedConfig, matmul_precision, prepare
 from draw.registry import build_model, model_kind
 
 CHECKPOINT_FORMAT = "drawbench-checkpoint-v1"
@@ -89,7 +99,55 @@ class TrainResult:
 
 
 def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return resolve_device(None)
+
+
+def resolve_device(device: torch.device | str | None) -> torch.device:
+    """``device``, or CUDA when available, else CPU; under ``torchrun`` a bare ``cuda``
+    becomes this process's GPU, ``cuda:LOCAL_RANK``."""
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return device
+
+
+# -- data parallel (torchrun) -----------------------------------------------------------
+def world() -> tuple[int, int]:
+    """``(rank, world size)`` of this process: from an initialised process group, else from
+    torchrun's environment, else ``(0, 1)``."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def is_main_process() -> bool:
+    """True on rank 0 (and in a single process): the one that writes files and prints."""
+    return world()[0] == 0
+
+
+def init_distributed(device: torch.device) -> tuple[int, int]:
+    """Join torchrun's process group when ``WORLD_SIZE`` > 1 (NCCL on CUDA, gloo on CPU);
+    returns ``(rank, world size)``."""
+    import torch.distributed as dist
+
+    rank, size = world()
+    if size > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
+        rank, size = world()
+    return rank, size
+
+
+def _all_reduce(t: Tensor, op: str = "sum") -> Tensor:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    return t
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
@@ -109,19 +167,29 @@ def lr_factor(cfg: TrainConfig, step: int, total_steps: int) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: TensorData, batch_size: int = 500) -> dict[str, float]:
-    """Mean of every metric of ``model.loss`` over ``data`` (weighted by batch size)."""
+def evaluate(model: nn.Module, data: TensorData, batch_size: int = 500, *,
+             loss_fn: Callable | None = None, shard: tuple[int, int] = (0, 1)) -> dict[str, float]:
+    """Mean of every metric of ``model.loss`` (or ``loss_fn``, the same loss computed
+    faster) over ``data``, weighted by batch size. ``shard = (rank, world)``: this process
+    evaluates its contiguous share and the means are all-reduced over the process group."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    loss_fn = loss_fn or model.loss
+    rank, size = shard if len(data) >= shard[1] else (0, 1)  # too few items to share: all on every rank
+    lo, hi = len(data) * rank // size, len(data) * (rank + 1) // size
     sums: dict[str, Tensor] = {}
-    for start in range(0, len(data), batch_size):
-        idx = torch.arange(start, min(start + batch_size, len(data)), device=data.x.device)
+    for start in range(lo, hi, batch_size):
+        idx = torch.arange(start, min(start + batch_size, hi), device=data.x.device)
         x, y = data.batch(idx)
-        _, metrics = model.loss(x.to(device), y.to(device) if y is not None else None)
+        _, metrics = loss_fn(x.to(device), y.to(device) if y is not None else None)
         for k, v in metrics.items():
             sums[k] = sums.get(k, 0) + v.double() * len(idx)
     model.train(was_training)
+    if size > 1:
+        keys = sorted(sums)
+        total = _all_reduce(torch.stack([sums[k] for k in keys]).to(device)) if keys else None
+        sums = {k: total[i] for i, k in enumerate(keys)}
     return {k: float(v) / len(data) for k, v in sums.items()}
 
 
@@ -205,26 +273,52 @@ def train(
     progress: bool = True,
     desc: str = "train",
     on_epoch_end: Callable[[dict], None] | None = None,
+    speed: SpeedConfig | None = None,
 ) -> TrainResult:
     """Train ``model`` with Adam and gradient clipping; checkpoint to ``out_dir``.
 
     ``select`` names the validation metric (lower is better) that picks ``best.pt``.
     With ``resume=True`` and ``out_dir/last.pt`` present, continues exactly where it stopped
     (a finished run returns at once). Raises :class:`NonFiniteError` on NaN/Inf, leaving
-    the last good checkpoint in place.
+    the last good checkpoint in place. ``speed``: how to run the steps (default: the plain
+    eager ``model.loss``). Under torchrun, ``cfg.batch_size`` is the global batch, split
+    evenly over the ranks; ``on_epoch_end`` runs on rank 0 only.
     """
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
+    speed = speed or SpeedConfig()
+    rank, size = init_distributed(device)
+    main = rank == 0
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
+    if out is not None and main:  # rank 0 alone writes
         out.mkdir(parents=True, exist_ok=True)
         for stale in out.glob(".*.pt.*.tmp"):  # half-written by a run killed while saving
             stale.unlink(missing_ok=True)
     last_path = out / "last.pt" if out else None
     best_path = out / "best.pt" if out else None
 
-    torch.manual_seed(cfg.seed)
+    if cfg.batch_size % size:
+        raise TrainSettingError("batch_size", f"batch size {cfg.batch_size} does not split evenly over {size} processes")
+    local_batch = cfg.batch_size // size
+
+    torch.manual_seed(cfg.seed)  # the same on every rank: the same noise stream everywhere
     model.to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    plain = speed == SpeedConfig() and size == 1
+    if plain:  # the reference: model.loss as written
+        loss_fn, eval_fn = model.loss, None
+    else:
+        prepared = prepare(model, speed, device, shard=(rank, size))
+        loss_fn, eval_fn = prepared.module, prepared.eval_loss
+        if size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            loss_fn = DistributedDataParallel(prepared.module, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def autocast() -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext() if plain else prepared.autocast(device)
+
+    fused_adam = speed.fused and device.type in ("cuda", "cpu")
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                           **({"fused": True} if fused_adam else {}))
     n = len(train_data)
     steps_per_epoch = n // cfg.batch_size
     if steps_per_epoch == 0:
@@ -258,6 +352,8 @@ def train(
             raise CheckpointError(f"{last_path} was trained with other settings ({', '.join(changed)}); use another --out")
 
     def save(path: Path, final: bool = False) -> None:
+        if not main:  # rank 0 alone writes
+            return
         _atomic_torch_save(
             {
                 "format": CHECKPOINT_FORMAT,
@@ -288,7 +384,7 @@ def train(
     count = running["count"]
 
     def check_finite() -> None:
-        s = int(bad_step)
+        s = int(_all_reduce(bad_step.clone(), "max"))  # every rank stops at the same step
         if s >= 0:
             kept = (f"the last good checkpoint is {last_path}" if last_path is not None and last_path.exists()
                     else "no checkpoint had been written yet")
@@ -301,19 +397,25 @@ def train(
         return step >= stop_at
 
     t_start = time.perf_counter() - elapsed
+    precision = matmul_precision(speed, device)  # TF32 for the loop (left on if the loop raises)
+    precision.__enter__()
     while epoch < cfg.epochs and not done():
         order = epoch_order(n, cfg.seed, epoch).to(train_data.x.device)
         bar = tqdm(
             total=steps_per_epoch, initial=step_in_epoch, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
-            disable=not progress, leave=False, dynamic_ncols=True,
+            disable=not progress or not main, leave=False, dynamic_ncols=True,
         )
         t_epoch = time.perf_counter()
         while step_in_epoch < steps_per_epoch and not done():
-            idx = order[step_in_epoch * cfg.batch_size : (step_in_epoch + 1) * cfg.batch_size]
+            start = step_in_epoch * cfg.batch_size + rank * local_batch  # this rank's slice of the global batch
+            idx = order[start : start + local_batch]
             x, y = train_data.batch(idx)
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True) if y is not None else None
-            loss, metrics = model.loss(x, y)
+            if speed.cuda_graphs:
+                torch.compiler.cudagraph_mark_step_begin()
+            with autocast():
+                loss, metrics = loss_fn(x, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             # max_norm inf (grad_clip 0) clips nothing, but the norm still catches NaN/Inf gradients
@@ -327,7 +429,7 @@ def train(
             count += 1
             step += 1
             step_in_epoch += 1
-            images_seen += len(idx)
+            images_seen += len(idx) * size
             bar.update(1)
             if step % cfg.log_every == 0:
                 check_finite()
@@ -345,9 +447,16 @@ def train(
         train_time += time.perf_counter() - t_epoch
         if step_in_epoch >= steps_per_epoch or done():
             row = {"epoch": epoch + 1, "step": step, "lr": opt.param_groups[0]["lr"]}
+            if size > 1 and sums:  # the mean over every rank's batches
+                sums = dict(zip(sums, _all_reduce(torch.stack(list(sums.values()))).div(size).unbind(), strict=True))
             row.update({f"train_{k}": float(v) / max(count, 1) for k, v in sums.items()})
             if valid_data is not None:
-                row.update({f"valid_{k}": v for k, v in evaluate(model, valid_data, cfg.eval_batch_size).items()})
+                # validation draws its own noise (seeded by seed, epoch and rank) and leaves the
+                # training stream alone: every rank keeps the same stream whatever its share
+                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # float32, no autocast
+                    torch.manual_seed(cfg.seed * 1_000_003 + 1_000 * epoch + rank + 1)
+                    valid = evaluate(model, valid_data, cfg.eval_batch_size, loss_fn=eval_fn, shard=(rank, size))
+                row.update({f"valid_{k}": v for k, v in valid.items()})
             elapsed = time.perf_counter() - t_start
             row["seconds"] = elapsed
             result.history.append(row)
@@ -357,12 +466,13 @@ def train(
                 result.best = {"metric": key, "value": row[key], "epoch": epoch + 1}
                 if best_path is not None:
                     save(best_path)
-            if on_epoch_end is not None:
+            if on_epoch_end is not None and main:
                 on_epoch_end(row)
             epoch += 1
             step_in_epoch = 0
             if last_path is not None:
                 save(last_path, final=epoch >= cfg.epochs or done())
+    precision.__exit__(None, None, None)
     result.steps = step
     result.train_seconds = time.perf_counter() - t_start
     result.images_per_s = images_seen / train_time if train_time > 0 else 0.0

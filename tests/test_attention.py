@@ -7,7 +7,15 @@ import math
 import pytest
 import torch
 
-from draw.attention import attention_params, filterbank, filterbank_from, grid_centres, read, read_patch, write
+from draw.attention import (
+    attention_params,
+    filterbank,
+    filterbank_from,
+    grid_centres,
+    read,
+    read_patch,
+    write,
+)
 
 
 def _bank(batch=3, N=5, A=28, B=20, seed=0):

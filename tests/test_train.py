@@ -8,7 +8,15 @@ from conftest import fake_digits
 
 from draw.config import DrawConfig, TrainConfig
 from draw.model import DRAW
-from draw.train import CheckpointError, NonFiniteError, TensorData, evaluate, load_checkpoint, load_model, train
+from draw.train import (
+    CheckpointError,
+    NonFiniteError,
+    TensorData,
+    evaluate,
+    load_checkpoint,
+    load_model,
+    train,
+)
 
 
 def binary_digits(n: int, seed: int = 0) -> TensorData:

@@ -1,0 +1,369 @@
+"""``bench speed``: training throughput of DRAW and the attention classifier for each speed
+switch (:class:`draw.fast.SpeedConfig`), against the plain eager implementation.
+
+A step here is exactly a training step of :func:`draw.train.train`: the loss (forward),
+backward, gradient clipping and Adam. Each variant starts from the same weights; warm-up
+steps (which hold the compile time) are timed apart; then the variants take turns, round
+after round, so that a machine whose load drifts slows them all alike; the step time is
+the median over rounds, timed between synchronisations on a GPU. Reported per variant:
+images/s, wall ms per step, CPU ms per step (process time: what the step cost, whatever
+else the machine runs), peak memory (CUDA: allocator peak; CPU: peak resident set growth),
+compile seconds, and the loss's relative difference from the eager reference on the same
+weights, batch and noise. Writes results.csv, table.md, config.json and speedup.png.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from benchmark.report import (
+    append_results,
+    atomic_write_text,
+    markdown_table,
+    prepare_out_dir,
+    read_results,
+    save_figure,
+    set_plot_style,
+    write_config,
+)
+from draw.classifier import AttentionClassifier
+from draw.config import ClassifierConfig, DrawConfig
+from draw.fast import SpeedConfig, matmul_precision, prepare
+
+MODELS = ("draw", "classifier")
+MODEL_LABELS = {"draw": "DRAW", "classifier": "attention classifier"}
+METRICS = ("images_per_s", "step_ms", "cpu_ms", "peak_mem_mb", "compile_s", "loss_rel_err", "epoch_s")
+# Training images per epoch: binarized MNIST (DRAW) and cluttered MNIST (the classifier).
+EPOCH_IMAGES = {"draw": 50_000, "classifier": 60_000}
+
+# Variants: (name, SpeedConfig fields, batch-size multiplier). "eager" is the reference.
+_CPU_VARIANTS = [
+    ("eager", {}, 1),
+    ("fused", {"fused": True}, 1),
+    ("fused+compile(8)", {"fused": True, "compile": True, "compile_unroll": 8}, 1),
+    ("fused+compile(8)+bf16", {"fused": True, "compile": True, "compile_unroll": 8, "amp": "bf16"}, 1),
+]
+_GPU_VARIANTS = [
+    ("eager", {}, 1),
+    ("eager+tf32", {"tf32": True}, 1),
+    ("fused+tf32", {"fused": True, "tf32": True}, 1),
+    ("fused+compile(T)+tf32", {"fused": True, "compile": True, "tf32": True}, 1),
+    ("fused+compile(T)+cudagraphs+tf32", {"fused": True, "cuda_graphs": True, "tf32": True}, 1),
+    ("fused+compile(T)+cudagraphs+bf16", {"fused": True, "cuda_graphs": True, "amp": "bf16"}, 1),
+    ("fused+compile(T)+cudagraphs+bf16, 4x batch", {"fused": True, "cuda_graphs": True, "amp": "bf16"}, 4),
+]
+
+# "smoke": tiny models, seconds, for tests. "quick": the paper's models on a 2-core CPU,
+# a few minutes. "paper": the paper's models with the full-unroll compile (long on a CPU),
+# meant for a GPU.
+PRESETS: dict[str, dict] = {
+    "smoke": {
+        "draw": {"T": 4, "read_n": 2, "write_n": 3, "enc_size": 32, "dec_size": 32, "z_size": 8},
+        "classifier": {"image_shape": (1, 40, 40), "glimpses": 3, "read_n": 6, "hidden": 32},
+        "batch_size": 16, "steps": 2, "warmup": 1, "rounds": 2,
+        "variants": {"cpu": [("eager", {}, 1), ("fused", {"fused": True}, 1)],
+                     "cuda": [("eager", {}, 1), ("fused", {"fused": True}, 1)]},
+    },
+    "quick": {
+        "draw": asdict(DrawConfig()),
+        "classifier": asdict(ClassifierConfig()),
+        "batch_size": 64, "steps": 2, "warmup": 2, "rounds": 5,
+        "variants": {"cpu": _CPU_VARIANTS, "cuda": _GPU_VARIANTS},
+    },
+    "paper": {
+        "draw": asdict(DrawConfig()),
+        "classifier": asdict(ClassifierConfig()),
+        "batch_size": 64, "steps": 5, "warmup": 3, "rounds": 7,
+        "variants": {"cpu": _CPU_VARIANTS + [("fused+compile(T)", {"fused": True, "compile": True}, 1)],
+                     "cuda": _GPU_VARIANTS},
+    },
+}
+
+
+def bench_config(preset: str, *, models: list[str] | None = None, device: str = "cpu", steps: int | None = None,
+                 batch_size: int | None = None, threads: int | None = None) -> dict:
+    """The full, JSON-serialisable configuration of one speed bench."""
+    p = copy.deepcopy(PRESETS[preset])
+    variants = [{"name": n, "speed": asdict(SpeedConfig(**kw)), "batch_factor": f}
+                for n, kw, f in p["variants"]["cuda" if device == "cuda" else "cpu"]]
+    return {
+        "bench": "speed",
+        "preset": preset,
+        "device": device,
+        "models": list(models or MODELS),
+        "draw": asdict(DrawConfig(**p["draw"])),
+        "classifier": asdict(ClassifierConfig(**p["classifier"])),
+        "batch_size": batch_size or p["batch_size"],
+        "steps": steps or p["steps"],
+        "warmup": p["warmup"],
+        "rounds": p["rounds"],
+        "threads": threads or torch.get_num_threads(),
+        "lr": 1e-3,
+        "grad_clip": 10.0,
+        "variants": variants,
+    }
+
+
+def describe(name: str, cfg: dict) -> str:
+    """The model's settings in words, e.g. ``DRAW 1x28x28, T=64, read 2x2, write 5x5, LSTM 256, z 100``."""
+    if name == "draw":
+        d = cfg["draw"]
+        shape = "x".join(str(s) for s in d["image_shape"])
+        attn = f"read {d['read_n']}x{d['read_n']}, write {d['write_n']}x{d['write_n']}" if d["attention"] else "no attention"
+        return f"DRAW {shape}, T={d['T']}, {attn}, LSTM {d['enc_size']}, z {d['z_size']}"
+    c = cfg["classifier"]
+    shape = "x".join(str(s) for s in c["image_shape"])
+    return f"attention classifier {shape}, {c['glimpses']} glimpses of {c['read_n']}x{c['read_n']}, LSTM {c['hidden']}"
+
+
+def _model(name: str, cfg: dict) -> nn.Module:
+    torch.manual_seed(0)
+    if name == "draw":
+        from draw.model import DRAW
+
+        return DRAW(DrawConfig(**cfg["draw"]))
+    return AttentionClassifier(ClassifierConfig(**cfg["classifier"]))
+
+
+def _batch(name: str, model: nn.Module, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A fixed synthetic batch of the model's input shape (speed does not depend on content)."""
+    g = torch.Generator().manual_seed(1)
+    C, H, W = model.cfg.image_shape
+    if name == "draw":
+        return (torch.rand(batch, C, H, W, generator=g) < 0.2).float().to(device), None
+    y = torch.randint(0, model.cfg.n_classes, (batch,), generator=g)
+    return torch.rand(batch, C, H, W, generator=g).to(device), y.to(device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _PeakMemory:
+    """Peak memory of a block in MB: the CUDA allocator's peak, or on Linux the growth of the
+    peak resident set (reset through /proc/self/clear_refs); NaN where neither works."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    @staticmethod
+    def _status(key: str) -> float:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return float(line.split()[1]) / 1024  # kB -> MB
+        raise OSError(key)
+
+    def __enter__(self) -> _PeakMemory:
+        self.mb = float("nan")
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device) / 2**20
+            return self
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
+            self.base = self._status("VmRSS")
+        except OSError:
+            self.base = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            self.mb = torch.cuda.max_memory_allocated(self.device) / 2**20 - self.base
+        elif self.base is not None:
+            try:
+                self.mb = self._status("VmHWM") - self.base
+            except OSError:
+                pass
+
+
+class _Variant:
+    """One model under one switch set: its own copy of the weights and optimizer, and a step."""
+
+    def __init__(self, name: str, model: nn.Module, speed: SpeedConfig, batch: int, cfg: dict,
+                 device: torch.device) -> None:
+        self.model, self.speed, self.device = model.to(device), speed, device
+        self.prepared = prepare(self.model, speed, device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg["lr"],
+                                    **({"fused": True} if speed.fused else {}))
+        self.grad_clip = cfg["grad_clip"]
+        self.x, self.y = _batch(name, model, batch, device)
+        self.batch = batch
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    def loss(self) -> torch.Tensor:
+        with matmul_precision(self.speed, self.device), self.prepared.autocast(self.device):
+            if self.speed.cuda_graphs:
+                torch.compiler.cudagraph_mark_step_begin()
+            loss, _ = self.prepared.module(self.x, self.y)
+        return loss
+
+    def step(self) -> torch.Tensor:
+        loss = self.loss()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.opt.step()
+        return loss.detach()
+
+    def timed(self, steps: int) -> tuple[float, float]:
+        """Wall and CPU seconds per step over ``steps`` steps, between synchronisations."""
+        with matmul_precision(self.speed, self.device):
+            _sync(self.device)
+            t, c = time.perf_counter(), time.process_time()
+            for _ in range(steps):
+                self.step()
+            _sync(self.device)
+            return (time.perf_counter() - t) / steps, (time.process_time() - c) / steps
+
+
+def measure(name: str, cfg: dict, device: torch.device, echo: Callable[[str], None] = print) -> list[dict]:
+    """Time every variant of ``cfg`` on model ``name``; tidy rows for results.csv."""
+    base_model = _model(name, cfg)
+    variants: dict[str, _Variant] = {}
+    rows: list[dict] = []
+    common = {"bench": "speed", "model": name, "preset": cfg["preset"], "seed": 0, "split": "train"}
+    ref_loss: float | None = None
+    for v in cfg["variants"]:
+        speed = SpeedConfig(**v["speed"])
+        batch = cfg["batch_size"] * v["batch_factor"]
+        var = _Variant(name, copy.deepcopy(base_model), speed, batch, cfg, device)
+        with _PeakMemory(device) as mem:
+            t0 = time.perf_counter()
+            torch.manual_seed(123)  # the first step: the same weights, batch and noise for every variant
+            loss0 = float(var.step())
+            for _ in range(cfg["warmup"] - 1):
+                var.step()
+            _sync(device)
+            warm = time.perf_counter() - t0
+        if ref_loss is None:
+            ref_loss = loss0
+        rel = abs(loss0 - ref_loss) / max(abs(ref_loss), 1e-12) if v["batch_factor"] == 1 else float("nan")
+        var.first = (warm, mem.mb, rel)
+        variants[v["name"]] = var
+        echo(f"  {name} {v['name']}: warm-up {warm:.1f} s ({cfg['warmup']} steps of {batch})")
+    for _ in range(cfg["rounds"]):  # the variants take turns
+        for var in variants.values():
+            w, c = var.timed(cfg["steps"])
+            var.wall.append(w)
+            var.cpu.append(c)
+    for vname, var in variants.items():
+        warm, mem, rel = var.first
+        step_s, cpu_s = statistics.median(var.wall), statistics.median(var.cpu)
+        values = {
+            "images_per_s": var.batch / step_s,
+            "step_ms": 1e3 * step_s,
+            "cpu_ms": 1e3 * cpu_s,
+            "peak_mem_mb": mem,
+            "compile_s": max(0.0, warm - cfg["warmup"] * step_s),
+            "loss_rel_err": rel,
+            "epoch_s": EPOCH_IMAGES[name] * step_s / var.batch,  # one epoch at this speed, compile excluded
+        }
+        rows += [{**common, "variant": vname, "metric": k, "value": float(val)} for k, val in values.items()]
+        echo(f"  {name} {vname}: {values['images_per_s']:.0f} images/s, {values['step_ms']:.0f} ms/step "
+             f"(CPU {values['cpu_ms']:.0f} ms), compile {values['compile_s']:.1f} s")
+    return rows
+
+
+def run(cfg: dict, out: str | Path, *, overwrite: bool = False, device: str = "cpu",
+        echo: Callable[[str], None] = print) -> pd.DataFrame:
+    """Run the speed bench described by ``cfg`` (see :func:`bench_config`) into ``out``."""
+    out = prepare_out_dir(out, cfg, overwrite)
+    started = datetime.now(timezone.utc)
+    write_config(out, cfg, started)
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", 0)
+    echo(f"speed: {', '.join(cfg['models'])} on {dev} ({cfg['threads']} CPU threads), batch {cfg['batch_size']}, "
+         f"{cfg['rounds']} rounds of {cfg['steps']} steps per variant after {cfg['warmup']} warm-up steps")
+    for name in cfg["models"]:
+        done = read_results(out)
+        if ((done.model == name) & (done.metric == "images_per_s")).any():
+            echo(f"{name}: already in {out / 'results.csv'}, skipped")
+            continue
+        append_results(out, measure(name, cfg, dev, echo))
+    write_report(out, cfg)
+    write_config(out, cfg, started, datetime.now(timezone.utc))
+    echo(f"wrote {out / 'results.csv'}, {out / 'table.md'}, {out / 'config.json'} and {out / 'speedup.png'}")
+    return read_results(out)
+
+
+def speedups(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, variant): every metric as a column, plus ``speedup`` (images/s
+    over the model's ``eager`` variant)."""
+    wide = df.pivot_table(index=["model", "variant"], columns="metric", values="value", sort=False).reset_index()
+    eager = wide[wide.variant == "eager"].set_index("model")["images_per_s"]
+    wide["speedup"] = wide.images_per_s / wide.model.map(eager)
+    return wide
+
+
+def write_report(out: str | Path, cfg: dict) -> list[Path]:
+    """table.md and speedup.png from results.csv alone."""
+    out = Path(out)
+    df = read_results(out)
+    written = [_write_table(out, df, cfg)]
+    if df.empty:
+        return written
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    set_plot_style()
+    wide = speedups(df)
+    order = [v["name"] for v in cfg["variants"] if v["name"] in set(wide.variant)]
+    fig, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * len(order) * max(1, wide.model.nunique())))
+    wide["label"] = wide.model.map(MODEL_LABELS)
+    sns.barplot(data=wide, y="variant", x="speedup", hue="label", order=order, ax=ax, orient="h")
+    ax.axvline(1.0, color="black", lw=1, ls="--")
+    for cont in ax.containers:
+        ax.bar_label(cont, fmt="%.2fx", fontsize=8, padding=2)
+    ax.set_xlabel(f"training speed-up over the eager reference (images/s), batch {cfg['batch_size']}")
+    ax.set_ylabel("")
+    ax.set_xlim(0, 1.18 * wide.speedup.max())
+    ax.legend(title="", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title(f"bench speed, preset {cfg['preset']}, {cfg['device']}, {cfg['threads']} CPU thread(s)")
+    written.append(out / "speedup.png")
+    save_figure(fig, written[-1])
+    return written
+
+
+def _write_table(out: Path, df: pd.DataFrame, cfg: dict) -> Path:
+    lines = [f"# Training speed, preset `{cfg['preset']}`, device `{cfg['device']}`", ""]
+    lines.append(f"Batch {cfg['batch_size']}, "
+                 f"{cfg['threads']} CPU thread(s); median of {cfg['rounds']} rounds of {cfg['steps']} steps, "
+                 f"after {cfg['warmup']} warm-up steps (compile time is reported apart). A step is forward, "
+                 "backward, gradient clipping and Adam. `loss rel. err.` is the loss's relative difference from "
+                 "the eager reference on the same weights, batch and noise. `epoch` is the time of one "
+                 f"training epoch at that speed ({EPOCH_IMAGES['draw']:,} MNIST images for DRAW, "
+                 f"{EPOCH_IMAGES['classifier']:,} cluttered images for the classifier), compile excluded.")
+    lines.append("")
+    lines += [f"- {describe(m, cfg)}" for m in cfg["models"]]
+    lines.append("")
+    if not df.empty:
+        wide = speedups(df)
+        table = pd.DataFrame({
+            "model": wide.model.map(MODEL_LABELS),
+            "variant": wide.variant,
+            "images/s": wide.images_per_s.map(lambda v: f"{v:.0f}"),
+            "speed-up": wide.speedup.map(lambda v: f"{v:.2f}x"),
+            "step (ms)": wide.step_ms.map(lambda v: f"{v:.1f}"),
+            "CPU (ms)": wide.cpu_ms.map(lambda v: f"{v:.0f}"),
+            "peak memory (MB)": wide.peak_mem_mb.map(lambda v: "" if pd.isna(v) else f"{v:.0f}"),
+            "compile (s)": wide.compile_s.map(lambda v: f"{v:.1f}"),
+            "epoch (s)": wide.epoch_s.map(lambda v: f"{v:.0f}"),
+            "loss rel. err.": wide.loss_rel_err.map(lambda v: "" if pd.isna(v) else f"{v:.1e}"),
+        })
+        lines.append(markdown_table(table))
+    path = out / "table.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path

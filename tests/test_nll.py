@@ -1,0 +1,276 @@
+"""The importance-sampled NLL estimator, DRAW's importance weights, and ``bench nll`` end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+from torch.distributions import MultivariateNormal, Normal
+
+from draw.config import DrawConfig
+from draw.likelihood import LOG_2PI, bernoulli_nll, importance_sampled_nll, iwae_nll, log_mean_exp
+from draw.model import DRAW
+from draw.train import TensorData, evaluate
+
+
+# -- a linear-Gaussian model whose likelihood is known in closed form -----------------------
+class LinearGaussian:
+    """z ~ N(0, I_d), x | z ~ N(A z + b, s^2 I_D): p(x) = N(x; b, A A^T + s^2 I).
+
+    The proposal q(z | x) = N(M x + c, diag(v)) is deliberately NOT the posterior (unless
+    ``exact``), so the bound is loose and the estimator has work to do.
+    """
+
+    def __init__(self, d: int = 2, D: int = 3, seed: int = 0, exact: bool = False) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.A = torch.randn(D, d, generator=g, dtype=torch.float64)
+        self.b = torch.randn(D, generator=g, dtype=torch.float64)
+        self.s = 0.7
+        # the true posterior: N(S A^T (x - b) / s^2, S), S = (I + A^T A / s^2)^-1
+        S = torch.linalg.inv(torch.eye(d, dtype=torch.float64) + self.A.T @ self.A / self.s**2)
+        self.M, self.c, self.q_cov = S @ self.A.T / self.s**2, -(S @ self.A.T @ self.b) / self.s**2, S
+        if not exact:  # a wrong mean map and a too wide, axis-aligned covariance
+            self.M = self.M + 0.1 * torch.randn(d, D, generator=g, dtype=torch.float64)
+            self.c = self.c + 0.15
+            self.q_cov = torch.diag(1.3 * S.diagonal())
+        self.d = d
+
+    def log_px(self, x: torch.Tensor) -> torch.Tensor:
+        cov = self.A @ self.A.T + self.s**2 * torch.eye(len(self.b), dtype=torch.float64)
+        return MultivariateNormal(self.b, cov).log_prob(x)
+
+    def q(self, x: torch.Tensor) -> MultivariateNormal:
+        return MultivariateNormal(x @ self.M.T + self.c, self.q_cov)
+
+    def log_weights(self, x: torch.Tensor) -> torch.Tensor:
+        q = self.q(x)
+        z = q.sample()
+        log_lik = Normal(z @ self.A.T + self.b, self.s).log_prob(x).sum(-1)
+        log_prior = (-0.5 * z.square() - 0.5 * LOG_2PI).sum(-1)
+        return log_lik + log_prior - q.log_prob(z)
+
+    def elbo_nll(self, x: torch.Tensor, n: int = 50_000) -> torch.Tensor:
+        """-E_q[log w] by Monte Carlo with many draws: the variational bound."""
+        return torch.stack([-self.log_weights(xi.expand(n, -1)).mean() for xi in x])
+
+
+@pytest.mark.parametrize("max_rows", [80_000, 6000])  # several items per chunk / one item, draws in chunks
+def test_estimator_recovers_the_closed_form_likelihood(max_rows):
+    torch.manual_seed(0)
+    m = LinearGaussian()
+    x = torch.tensor([[0.0, 0.5, -1.0], [2.0, -1.0, 0.5], [-1.5, 1.0, 2.0]], dtype=torch.float64)
+    true_nll = -m.log_px(x)
+    bound = m.elbo_nll(x)
+    est = iwae_nll(m.log_weights, x, K=20_000, max_rows=max_rows)
+    assert est.dtype == torch.float64 and est.shape == (3,)
+    assert (bound - true_nll > 0.05).all(), "the proposal should leave a visible gap"
+    torch.testing.assert_close(est, true_nll, atol=0.03, rtol=0)  # about 4 standard errors
+    assert (est <= bound).all()
+
+
+def test_estimate_tightens_with_K_and_stays_below_the_bound():
+    torch.manual_seed(1)
+    m = LinearGaussian(seed=3)
+    x = torch.randn(400, 3, dtype=torch.float64) + m.b
+    bound = -m.log_weights(x.repeat_interleave(200, 0)).view(400, 200).mean(1)  # (400,)
+    means = [iwae_nll(m.log_weights, x, K).mean().item() for K in (1, 10, 100)]
+    true = -m.log_px(x).mean().item()
+    assert abs(means[0] - bound.mean().item()) < 0.1  # K = 1 is the bound itself
+    assert means[0] > means[1] > means[2] >= true - 0.02
+
+
+def test_exact_posterior_gives_the_likelihood_for_every_K():
+    """q = p(z | x): every weight equals p(x), so the estimate is exact with one draw."""
+    m = LinearGaussian(exact=True)
+    x = torch.tensor([[0.3, -0.2, 1.0], [1.0, 1.0, -1.0]], dtype=torch.float64)
+    for K in (1, 7):
+        torch.testing.assert_close(iwae_nll(m.log_weights, x, K), -m.log_px(x), atol=1e-9, rtol=0)
+
+
+def test_same_draws_never_exceed_the_bound():
+    """For any draws, -logmeanexp(w) <= -mean(w) (Jensen), also far out in the tails."""
+    g = torch.Generator().manual_seed(0)
+    for scale in (1e-3, 1.0, 50.0):
+        w = -500 + scale * torch.randn(100, 64, generator=g)
+        assert (-log_mean_exp(w, 1) <= -w.double().mean(1) + 1e-9).all()
+
+
+def test_log_mean_exp_is_stable_and_float64():
+    w = torch.tensor([-1e4, -1e4 + math.log(3.0)], dtype=torch.float32)
+    r = log_mean_exp(w)
+    assert r.dtype == torch.float64
+    assert abs(r.item() - (-1e4 + math.log(2.0))) < 1e-3  # log((1 + 3) / 2) above -1e4
+    assert torch.isfinite(log_mean_exp(torch.tensor([1e4, 1e4])))
+
+
+def test_chunking_does_not_change_a_deterministic_estimate():
+    x = torch.randn(13, 4, dtype=torch.float64)
+
+    def log_w(rows):
+        return -rows.square().sum(1)  # every draw equal: the estimate is exact
+
+    for K, max_rows in [(5, 1000), (5, 7), (40, 16), (3, 1)]:
+        torch.testing.assert_close(iwae_nll(log_w, x, K, max_rows=max_rows), x.square().sum(1))
+    with pytest.raises(ValueError, match="K must be"):
+        iwae_nll(log_w, x, 0)
+
+
+# -- DRAW ------------------------------------------------------------------------------------
+def tiny(attention: bool = True, **kw) -> DRAW:
+    torch.manual_seed(0)
+    return DRAW(DrawConfig(image_shape=(1, 10, 9), T=3, read_n=2, write_n=3, enc_size=12, dec_size=12, z_size=4,
+                           attention=attention, **kw))
+
+
+def binary(n: int, seed: int = 0) -> TensorData:
+    g = torch.Generator().manual_seed(seed)
+    return TensorData((torch.rand(n, 1, 10, 9, generator=g) < 0.3).to(torch.uint8), None, scale=1.0)
+
+
+@pytest.mark.parametrize("attention", [True, False])
+def test_draw_with_q_equal_to_prior_and_z_ignored_is_exact(attention):
+    """q(z_t | x) = N(0, I) and a decoder blind to z: p(x) = Bernoulli(sigmoid(c_T)) exactly,
+    so the estimate, the bound and the reconstruction NLL coincide for every K."""
+    model = tiny(attention)
+    with torch.no_grad():
+        for p in (*model.q_mu.parameters(), *model.q_log_sigma.parameters()):
+            p.zero_()
+        model.decoder.weight_ih.zero_()
+    data = binary(6)
+    x, _ = data.batch(torch.arange(6))
+    c_T = model(x).logits
+    exact = bernoulli_nll(c_T, x).double().mean().item()
+    for K in (1, 5):
+        assert abs(importance_sampled_nll(model, data, K) - exact) < 1e-4
+    assert abs(evaluate(model, data)["loss"] - exact) < 1e-4
+
+
+def test_draw_weights_average_to_the_bound():
+    """E_q[-log w] is the bound of eq. 12 (recon + closed-form KL)."""
+    model = tiny()
+    with torch.no_grad():
+        model.q_mu.weight.mul_(8)  # a posterior far from the prior: a large KL
+    x, _ = binary(4).batch(torch.arange(4))
+    rows = x.repeat_interleave(3000, 0)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        neg_w = -model.log_importance_weights(rows).view(4, 3000).double()
+        out = model(rows)
+        bound = (bernoulli_nll(out.logits, rows) + out.kl.sum(1)).view(4, 3000).double()
+    se = (neg_w.std(1) / math.sqrt(3000)).max().item()
+    assert neg_w.mean().item() > 0
+    torch.testing.assert_close(neg_w.mean(1), bound.mean(1), atol=5 * se + 0.05, rtol=0)
+
+
+def test_draw_estimate_is_below_the_bound():
+    model = tiny()
+    with torch.no_grad():
+        model.q_mu.weight.mul_(8)
+    data = binary(16)
+    torch.manual_seed(2)
+    bound = np.mean([evaluate(model, data)["loss"] for _ in range(20)])
+    torch.manual_seed(3)
+    est = importance_sampled_nll(model, data, K=64, max_rows=256)
+    assert est < bound - 0.5, (est, bound)
+
+
+# -- the bench end to end (smoke preset, fake MNIST) ----------------------------------------
+def test_bench_nll_smoke_end_to_end(fake_mnist_dir, tmp_path):
+    from cli import cli
+
+    out = tmp_path / "nll"
+    runner = CliRunner()
+    r = runner.invoke(cli, ["bench", "nll", "--preset", "smoke", "--out", str(out), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(out / "results.csv")
+    assert set(df.model) == {"draw", "draw-noattn"}
+    assert set(df.columns) == {"bench", "model", "variant", "preset", "seed", "split", "metric", "value"}
+    for model in ("draw", "draw-noattn"):
+        d = df[df.model == model]
+        metrics = set(d.metric)
+        assert {"nll_bound_nats", "nll_is_nats", "train_s", "images_per_s", "epochs"} <= metrics
+        est = d[d.metric == "nll_is_nats"]
+        (is_split,) = est.split
+        bound_same = d[(d.metric == "nll_bound_nats") & (d.split == is_split)].value.item()
+        assert est.value.item() <= bound_same
+    table = (out / "table.md").read_text()
+    from benchmark.paper import table2
+
+    for name in [*table2().model, "DRAW (ours)", "DRAW without attention (ours)"]:
+        assert f"| {name} |" in table
+    assert "at or below the bound on the same images: yes" in table
+    for f in ["samples_draw.png", "drawing_draw.gif", "drawing_steps_draw.png", "read_attention_draw.png",
+              "samples_draw-noattn.png", "drawing_draw-noattn.gif", "drawing_steps_draw-noattn.png",
+              "nll.png", "learning_curves.png", "kl_per_step.png"]:
+        assert (out / f).stat().st_size > 1000, f
+    cfg = json.loads((out / "config.json").read_text())["config"]
+    assert cfg["bench"] == "nll" and cfg["dataset"] == "mnist"
+    kl = pd.read_csv(out / "kl_per_step.csv")
+    assert len(kl) == 2 * cfg["model"]["T"] and (kl.kl_nats >= 0).all()
+
+    # a second run with the same command skips both finished models
+    r2 = runner.invoke(cli, ["bench", "nll", "--preset", "smoke", "--out", str(out), "--device", "cpu"])
+    assert r2.exit_code == 0, r2.output
+    assert r2.output.count("already in") == 2
+    pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"), df)
+
+    # eval nll prints the bound and the estimate
+    ckpt = out / "runs" / "draw-seed0" / "best.pt"
+    r3 = runner.invoke(cli, ["eval", "nll", str(ckpt), "--importance-samples", "4", "--device", "cpu"])
+    assert r3.exit_code == 0, r3.output
+    assert "NLL bound" in r3.output and "importance-sampled estimate (K=4)" in r3.output
+
+    # the plots and table come back from the CSVs alone
+    (out / "nll.png").unlink()
+    r4 = runner.invoke(cli, ["report", str(out)])
+    assert r4.exit_code == 0, r4.output
+    assert (out / "nll.png").exists()
+
+
+def test_bench_config_is_json_and_gives_both_models_one_budget():
+    from benchmark.nll import bench_config
+
+    for preset in ("smoke", "quick", "paper"):
+        cfg = bench_config(preset, seeds=2)
+        assert json.loads(json.dumps(cfg)) == cfg
+        assert cfg["bench"] == "nll" and cfg["models"] == ["draw", "draw-noattn"]
+        assert isinstance(cfg["train"], dict) and "epochs" in cfg["train"]  # one training config for all models
+    paper = bench_config("paper")
+    assert paper["importance_samples"] == 5000
+    assert paper["model"] == {"T": 64, "read_n": 2, "write_n": 5, "lstm": 256, "z_size": 100}
+    with pytest.raises(ValueError, match="unknown dataset"):
+        bench_config("smoke", dataset="cifar")
+
+
+def test_read_footprint_mass():
+    from draw.visualize import read_footprint
+
+    w = torch.tensor([[[14.0, 14.0, 3.0, 1.0, 1.0], [5.0, 20.0, 1.0, 0.5, 2.0]]])  # (1, T=2, 5)
+    foot = read_footprint(w, N=2, A=28, B=28)
+    assert foot.shape == (1, 28, 28)
+    assert abs(foot.sum() - 2 * 2 * 2) < 1e-6
+    row, col = np.unravel_index(foot[0].argmax(), (28, 28))  # the tight window: centre (x, y) = (5, 20), 1-based
+    assert 18 <= row <= 20 and 3 <= col <= 5, (row, col)
+
+
+def test_smooth_window_init():
+    """window_init="smooth": at t = 1 (h_dec = 0) every window spans the image with sigma = delta / 2,
+    and the write gain puts a patch value of 1 at about 1 on the canvas."""
+    torch.manual_seed(0)
+    cfg = DrawConfig(image_shape=(1, 28, 28), T=2, read_n=2, write_n=5, enc_size=8, dec_size=8, z_size=3,
+                     window_init="smooth")
+    model = DRAW(cfg)
+    out = model(torch.rand(2, 1, 28, 28), return_params=True)
+    r, w = out.read_params[:, 0], out.write_params[:, 0]  # (batch, 5): g_x, g_y, delta, sigma, gamma
+    torch.testing.assert_close(r[:, 2], torch.full((2,), 27.0), atol=0.5, rtol=0.05)
+    torch.testing.assert_close(r[:, 3], r[:, 2] / 2, atol=0, rtol=0.1)
+    torch.testing.assert_close(w[:, 3], w[:, 2] / 2, atol=0, rtol=0.1)
+    torch.testing.assert_close(w[:, 4], 1 / (2 * math.pi * w[:, 3] ** 2), atol=0, rtol=0.2)
+    assert DrawConfig().window_init == "zero"  # the default is unchanged
+    with pytest.raises(ValueError, match="window_init"):
+        DrawConfig(window_init="random")

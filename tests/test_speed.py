@@ -1,0 +1,180 @@
+"""The fast paths compute what the plain eager models compute; the switches and ``bench speed``."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cli import cli
+from draw.attention import attention_params, filterbank_from
+from draw.classifier import AttentionClassifier
+from draw.config import ClassifierConfig, DrawConfig, TrainConfig
+from draw.fast import SpeedConfig, prepare
+from draw.fused import FusedClassifier, FusedDraw, Glimpse, lstm_pointwise
+from draw.model import DRAW
+from draw.train import TensorData, train
+
+
+def _same_loss_and_grads(model, fast, x, y, *, rtol=1e-5):
+    """The reference ``model.loss`` and ``fast.loss`` on the same weights, input and noise."""
+    torch.manual_seed(7)
+    ref, ref_m = model.loss(x, y)
+    ref_g = torch.autograd.grad(ref, list(model.parameters()))
+    torch.manual_seed(7)
+    got, got_m = fast.loss(x, y)
+    got_g = torch.autograd.grad(got, list(model.parameters()))
+    torch.testing.assert_close(got, ref, rtol=rtol, atol=1e-6)
+    assert set(got_m) == set(ref_m)
+    for k in ref_m:
+        torch.testing.assert_close(got_m[k], ref_m[k], rtol=rtol, atol=1e-6)
+    for (name, _), a, b in zip(model.named_parameters(), got_g, ref_g, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * b.abs().max().item(), msg=f"gradient of {name}")
+
+
+@pytest.mark.parametrize("kw", [
+    {},  # the paper's step, small
+    {"image_shape": (3, 12, 10), "read_n": 3, "write_n": 4},  # colour, not square
+    {"image_shape": (2, 9, 7), "attention": False},
+    {"image_shape": (3, 8, 8), "likelihood": "logistic"},
+], ids=["attention", "colour-nonsquare", "no-attention", "logistic"])
+def test_fused_draw_matches_the_reference(kw):
+    torch.manual_seed(0)
+    cfg = {"T": 5, "read_n": 2, "write_n": 3, "enc_size": 16, "dec_size": 12, "z_size": 6, **kw}
+    model = DRAW(DrawConfig(**cfg))
+    C, H, W = model.cfg.image_shape
+    if model.cfg.likelihood == "logistic":
+        x = torch.randint(0, 256, (4, C, H, W)).float() / 255
+    else:
+        x = (torch.rand(4, C, H, W) < 0.4).float()
+    _same_loss_and_grads(model, FusedDraw(model), x, None)
+
+
+@pytest.mark.parametrize("kw", [
+    {"image_shape": (1, 30, 30), "read_n": 5},
+    {"image_shape": (2, 20, 26), "read_n": 4, "glimpse_net": 10},
+    {"image_shape": (1, 20, 20), "read_n": 4, "glimpse_net": 10, "bounded_centre": False},
+], ids=["paper", "glimpse-net-nonsquare", "unbounded"])
+def test_fused_classifier_matches_the_reference(kw):
+    torch.manual_seed(0)
+    model = AttentionClassifier(ClassifierConfig(glimpses=3, hidden=16, **kw))
+    with torch.no_grad():  # move the windows off their initial grid
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    C, H, W = model.cfg.image_shape
+    _same_loss_and_grads(model, FusedClassifier(model), torch.rand(5, C, H, W), torch.randint(0, 10, (5,)))
+
+
+def test_lstm_cell_matches_nn_lstmcell_and_its_gradient():
+    torch.manual_seed(0)
+    cell = torch.nn.LSTMCell(6, 5).double()
+    x, h, c = torch.randn(3, 6).double(), torch.randn(3, 5).double(), torch.randn(3, 5).double().requires_grad_()
+    gates = (x @ cell.weight_ih.t() + h @ cell.weight_hh.t() + cell.bias_ih + cell.bias_hh).detach().requires_grad_()
+    h_ref, c_ref = cell(x, (h, c))
+    h_got, c_got = lstm_pointwise(gates, c)
+    torch.testing.assert_close(h_got.double(), h_ref)
+    torch.testing.assert_close(c_got.double(), c_ref)
+    from draw.fused import _LSTMPointwise
+
+    assert torch.autograd.gradcheck(_LSTMPointwise.apply, (gates, c))
+
+
+def test_glimpse_matches_the_paper_filterbank():
+    torch.manual_seed(0)
+    for A, B, N, bounded in [(28, 28, 5, False), (26, 20, 4, True)]:
+        raw = torch.randn(6, 5) * 2  # includes values clamped by the safe ranges
+        F_x, F_y, gamma = Glimpse(N, A, B, bounded_centre=bounded)(raw)
+        p = attention_params(raw, N, A, B, bounded_centre=bounded)
+        ref_x, ref_y = filterbank_from(p, N, A, B)
+        torch.testing.assert_close(F_x, ref_x)
+        torch.testing.assert_close(F_y, ref_y)
+        torch.testing.assert_close(gamma, p.gamma)
+
+
+def _digits(n: int) -> TensorData:
+    g = torch.Generator().manual_seed(0)
+    return TensorData((torch.rand(n, 1, 28, 28, generator=g) < 0.2).to(torch.uint8), None, 1.0)
+
+
+def _tiny_draw() -> DRAW:
+    torch.manual_seed(0)
+    return DRAW(DrawConfig(T=4, read_n=2, write_n=3, enc_size=32, dec_size=32, z_size=8))
+
+
+def test_training_with_the_fused_path_follows_the_reference(tmp_path):
+    """Same seed, same batches, same noise: the fused path (with fused Adam) ends with the
+    weights of the plain eager run, up to float rounding."""
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=2e-3, checkpoint_every=0)
+    ref, fast = _tiny_draw(), _tiny_draw()
+    r1 = train(ref, _digits(96), _digits(40), cfg, None, device="cpu", progress=False)
+    r2 = train(fast, _digits(96), _digits(40), cfg, None, device="cpu", progress=False, speed=SpeedConfig(fused=True))
+    for (k, a), b in zip(ref.state_dict().items(), fast.state_dict().values(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=k)
+    for a, b in zip(r1.history, r2.history, strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
+        assert b["valid_loss"] == pytest.approx(a["valid_loss"], rel=1e-5)
+
+
+def test_bf16_autocast_keeps_the_loss_within_a_percent():
+    model = _tiny_draw()
+    x = (torch.rand(16, 1, 28, 28) < 0.3).float()
+    prepared = prepare(model, SpeedConfig(fused=True, amp="bf16"), "cpu")
+    torch.manual_seed(3)
+    ref, _ = model.loss(x)
+    torch.manual_seed(3)
+    with prepared.autocast(torch.device("cpu")):
+        got, _ = prepared.module(x, None)
+    assert got.dtype == torch.float32
+    assert abs(got.item() - ref.item()) < 0.01 * ref.item()
+    got.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_compiled_unroll_matches_the_reference():
+    """One small torch.compile (C++ codegen: about 20-40 s on 2 cores)."""
+    torch.manual_seed(0)
+    model = AttentionClassifier(ClassifierConfig(image_shape=(1, 20, 20), glimpses=2, read_n=3, hidden=8))
+    prepared = prepare(model, SpeedConfig(fused=True, compile=True, compile_unroll=0), "cpu")
+    x, y = torch.rand(4, 1, 20, 20), torch.randint(0, 10, (4,))
+    _same_loss_and_grads(model, prepared.module, x, y)
+
+
+def test_speed_config_checks_its_fields():
+    assert SpeedConfig().label() == "eager"
+    assert SpeedConfig(fused=True, compile=True, compile_unroll=8, amp="bf16").label() == "fused+compile(8)+bf16"
+    with pytest.raises(ValueError, match="amp"):
+        SpeedConfig(amp="fp8")
+    with pytest.raises(ValueError, match="CUDA"):
+        prepare(_tiny_draw(), SpeedConfig(cuda_graphs=True), "cpu")
+
+
+def test_cuda_graphs_flag_needs_cuda(tmp_path):
+    result = CliRunner().invoke(cli, ["train", "draw", "--device", "cpu", "--cuda-graphs", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "--cuda-graphs" in result.output
+
+
+def test_bench_speed_smoke_writes_results_table_and_plot(tmp_path):
+    out = tmp_path / "speed"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["bench", "speed", "--preset", "smoke", "--device", "cpu", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    df = pd.read_csv(out / "results.csv")
+    assert set(df.model) == {"draw", "classifier"}
+    assert set(df.variant) == {"eager", "fused"}
+    assert set(df.metric) == {"images_per_s", "step_ms", "cpu_ms", "peak_mem_mb", "compile_s", "loss_rel_err", "epoch_s"}
+    ips = df[df.metric == "images_per_s"].value
+    assert (ips > 0).all() and ips.map(math.isfinite).all()
+    assert (df[df.metric == "loss_rel_err"].value < 1e-5).all()  # same weights, batch, noise: same loss
+    table = (out / "table.md").read_text()
+    assert "speed-up" in table and "1.00x" in table
+    assert (out / "speedup.png").stat().st_size > 0
+    assert json.loads((out / "config.json").read_text())["config"]["bench"] == "speed"
+    (out / "table.md").unlink()
+    (out / "speedup.png").unlink()
+    redraw = runner.invoke(cli, ["report", str(out)])
+    assert redraw.exit_code == 0, redraw.output
+    assert (out / "table.md").exists() and (out / "speedup.png").exists()
