@@ -23,6 +23,7 @@ from torch import nn
 
 from benchmark import paper
 from benchmark.report import (
+    append_csv,
     append_results,
     atomic_write_text,
     markdown_table,
@@ -213,12 +214,12 @@ def run(cfg: dict, out: str | Path, *, overwrite: bool = False, device: str = "c
                  "valid_error_pct": 100 * r["valid_error"], "train_loss": r["train_loss"], "valid_loss": r["valid_loss"]}
                 for r in result.history
             ])
-            _append_csv(out / "curves.csv", curves, key=["model", "seed", "epoch"])
+            append_csv(out / "curves.csv", curves, key=["model", "seed", "epoch"])
             predictions = pd.DataFrame({"model": name, "seed": seed, "index": np.arange(len(labels)),
                                         "label": labels, "pred": pred, "confidence": conf})
-            _append_csv(out / "predictions.csv", predictions, key=["model", "seed", "index"])
+            append_csv(out / "predictions.csv", predictions, key=["model", "seed", "index"])
             if windows is not None:
-                _append_csv(out / "glimpses.csv", glimpse_frame(name, seed, windows[:16]), key=["model", "seed", "index", "t"])
+                append_csv(out / "glimpses.csv", glimpse_frame(name, seed, windows[:16]), key=["model", "seed", "index", "t"])
                 if seed == cfg["seeds"][0]:
                     _glimpse_figure(out, test_data, labels, pred, windows, a["read_n"])
             append_results(out, rows)  # last: a row in results.csv means this model is done
@@ -238,13 +239,6 @@ def glimpse_frame(model: str, seed: int, windows: np.ndarray) -> pd.DataFrame:
     frame.insert(0, "seed", seed)
     frame.insert(0, "model", model)
     return frame
-
-
-def _append_csv(path: Path, frame: pd.DataFrame, key: list[str]) -> None:
-    """Merge ``frame`` into the CSV at ``path``, newest rows winning on ``key``; atomic."""
-    if path.exists():
-        frame = pd.concat([pd.read_csv(path), frame], ignore_index=True).drop_duplicates(key, keep="last")
-    atomic_write_text(path, frame.to_csv(index=False))
 
 
 def _glimpse_figure(out: Path, test_data: TensorData, labels: np.ndarray, pred: np.ndarray,

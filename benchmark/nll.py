@@ -28,6 +28,7 @@ import torch
 
 from benchmark import paper
 from benchmark.report import (
+    append_csv,
     append_results,
     atomic_write_text,
     markdown_table,
@@ -272,13 +273,13 @@ def run(cfg: dict, out: str | Path, *, overwrite: bool = False, device: str = "c
                  "train_kl": r["train_kl"], "valid_recon": r["valid_recon"], "valid_kl": r["valid_kl"]}
                 for r in result.history
             ])
-            _append_csv(out / "curves.csv", curves, key=["model", "seed", "epoch"])
+            append_csv(out / "curves.csv", curves, key=["model", "seed", "epoch"])
             kl_t = ev["kl"].mean(0)
-            _append_csv(out / "kl_per_step.csv", pd.DataFrame({"model": name, "seed": seed, "t": np.arange(1, len(kl_t) + 1),
+            append_csv(out / "kl_per_step.csv", pd.DataFrame({"model": name, "seed": seed, "t": np.arange(1, len(kl_t) + 1),
                                                                "kl_nats": kl_t}), key=["model", "seed", "t"])
             per_image = pd.DataFrame({"model": name, "seed": seed, "index": np.arange(n_is),
                                       "bound": ev["bound"][:n_is], "nll_is": is_nll})
-            _append_csv(out / "is_per_image.csv", per_image, key=["model", "seed", "index"])
+            append_csv(out / "is_per_image.csv", per_image, key=["model", "seed", "index"])
             if seed == cfg["seeds"][0]:
                 for path in draw_figures(best, name, out, test_data, cfg, seed):
                     echo(f"wrote {path}")
@@ -302,13 +303,6 @@ def _drop_stale_run(run_dir: Path, mcfg: DrawConfig, tcfg: TrainConfig, echo: Ca
     if stale:
         echo(f"--overwrite: removing {run_dir} (trained with another configuration)")
         shutil.rmtree(run_dir)
-
-
-def _append_csv(path: Path, frame: pd.DataFrame, key: list[str]) -> None:
-    """Merge ``frame`` into the CSV at ``path``, newest rows winning on ``key``; atomic."""
-    if path.exists():
-        frame = pd.concat([pd.read_csv(path), frame], ignore_index=True).drop_duplicates(key, keep="last")
-    atomic_write_text(path, frame.to_csv(index=False))
 
 
 @torch.no_grad()

@@ -403,6 +403,15 @@ def append_results(out_dir: str | os.PathLike, rows: Iterable[dict] | pd.DataFra
     return merged
 
 
+def append_csv(path: str | os.PathLike, frame: pd.DataFrame, key: list[str]) -> None:
+    """Merge ``frame`` into the side CSV at ``path`` (curves, predictions, ...), newest rows
+    winning on ``key``; atomic. For results.csv use :func:`append_results`."""
+    path = Path(path)
+    if path.exists():
+        frame = pd.concat([pd.read_csv(path), frame], ignore_index=True).drop_duplicates(key, keep="last")
+    atomic_write_text(path, frame.to_csv(index=False))
+
+
 # --------------------------------------------------------------------------- summaries and tables
 
 
