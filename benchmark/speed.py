@@ -14,10 +14,15 @@ weights, batch and noise. Writes results.csv, table.md, config.json and speedup.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import ctypes
+import gc
+import os
 import statistics
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,6 +50,7 @@ MODEL_LABELS = {"draw": "DRAW", "classifier": "attention classifier"}
 METRICS = ("images_per_s", "step_ms", "cpu_ms", "peak_mem_mb", "compile_s", "loss_rel_err", "epoch_s")
 # Training images per epoch: binarized MNIST (DRAW) and cluttered MNIST (the classifier).
 EPOCH_IMAGES = {"draw": 50_000, "classifier": 60_000}
+MACHINE = "(machine)"  # the variant name of the rows that describe the machine, not a switch set
 
 # Variants: (name, SpeedConfig fields, batch-size multiplier). "eager" is the reference.
 _CPU_VARIANTS = [
@@ -151,8 +157,10 @@ def _sync(device: torch.device) -> None:
 
 
 class _PeakMemory:
-    """Peak memory of a block in MB: the CUDA allocator's peak, or on Linux the growth of the
-    peak resident set (reset through /proc/self/clear_refs); NaN where neither works."""
+    """Peak memory of a block in MB above what was in use before it: the CUDA allocator's
+    peak, or on Linux the growth of the peak resident set (freed heap memory handed back with
+    glibc's malloc_trim first, the peak reset through /proc/self/clear_refs); NaN where
+    neither works. On a CPU it counts every allocation of the process, tensors or not."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -170,6 +178,9 @@ class _PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.base = torch.cuda.memory_allocated(self.device) / 2**20
             return self
+        gc.collect()
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)  # return freed heap pages, so they count again
         try:
             Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
             self.base = self._status("VmRSS")
@@ -234,19 +245,22 @@ def measure(name: str, cfg: dict, device: torch.device, echo: Callable[[str], No
     variants: dict[str, _Variant] = {}
     rows: list[dict] = []
     common = {"bench": "speed", "model": name, "preset": cfg["preset"], "seed": 0, "split": "train"}
+    load_start = _load_average()
     ref_loss: float | None = None
     for v in cfg["variants"]:
         speed = SpeedConfig(**v["speed"])
         batch = cfg["batch_size"] * v["batch_factor"]
         var = _Variant(name, copy.deepcopy(base_model), speed, batch, cfg, device)
-        with _PeakMemory(device) as mem:
-            t0 = time.perf_counter()
-            torch.manual_seed(123)  # the first step: the same weights, batch and noise for every variant
-            loss0 = float(var.step())
-            for _ in range(cfg["warmup"] - 1):
-                var.step()
+        t0 = time.perf_counter()
+        torch.manual_seed(123)  # the first step: the same weights, batch and noise for every variant
+        loss0 = float(var.step())
+        for _ in range(cfg["warmup"] - 1):
+            var.step()
+        _sync(device)
+        warm = time.perf_counter() - t0
+        with _PeakMemory(device) as mem:  # one more step, compiled already
+            var.step()
             _sync(device)
-            warm = time.perf_counter() - t0
         if ref_loss is None:
             ref_loss = loss0
         rel = abs(loss0 - ref_loss) / max(abs(ref_loss), 1e-12) if v["batch_factor"] == 1 else float("nan")
@@ -273,7 +287,34 @@ def measure(name: str, cfg: dict, device: torch.device, echo: Callable[[str], No
         rows += [{**common, "variant": vname, "metric": k, "value": float(val)} for k, val in values.items()]
         echo(f"  {name} {vname}: {values['images_per_s']:.0f} images/s, {values['step_ms']:.0f} ms/step "
              f"(CPU {values['cpu_ms']:.0f} ms), compile {values['compile_s']:.1f} s")
+    # how busy the machine was (other processes slow every variant alike, but not by the same
+    # factor: compare runs made under a similar load)
+    rows += [{**common, "variant": MACHINE, "metric": k, "value": v}
+             for k, v in (("load_avg_start", load_start), ("load_avg_end", _load_average()))]
     return rows
+
+
+def _load_average() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
+@contextlib.contextmanager
+def fresh_compile_cache() -> Iterator[None]:
+    """An empty torch.compile cache for the block, so that ``compile_s`` is a cold compile
+    (kernels shared by two variants of one run are still compiled once)."""
+    before = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    with tempfile.TemporaryDirectory(prefix="drawbench-inductor-") as tmp:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tmp
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+            else:
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = before
 
 
 def run(cfg: dict, out: str | Path, *, overwrite: bool = False, device: str = "cpu",
@@ -292,7 +333,8 @@ def run(cfg: dict, out: str | Path, *, overwrite: bool = False, device: str = "c
         if ((done.model == name) & (done.metric == "images_per_s")).any():
             echo(f"{name}: already in {out / 'results.csv'}, skipped")
             continue
-        append_results(out, measure(name, cfg, dev, echo))
+        with fresh_compile_cache():
+            append_results(out, measure(name, cfg, dev, echo))
     write_report(out, cfg)
     write_config(out, cfg, started, datetime.now(timezone.utc))
     echo(f"wrote {out / 'results.csv'}, {out / 'table.md'}, {out / 'config.json'} and {out / 'speedup.png'}")
@@ -302,6 +344,7 @@ def run(cfg: dict, out: str | Path, *, overwrite: bool = False, device: str = "c
 def speedups(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (model, variant): every metric as a column, plus ``speedup`` (images/s
     over the model's ``eager`` variant)."""
+    df = df[df.variant != MACHINE]
     wide = df.pivot_table(index=["model", "variant"], columns="metric", values="value", sort=False).reset_index()
     eager = wide[wide.variant == "eager"].set_index("model")["images_per_s"]
     wide["speedup"] = wide.images_per_s / wide.model.map(eager)
@@ -342,7 +385,8 @@ def _write_table(out: Path, df: pd.DataFrame, cfg: dict) -> Path:
     lines.append(f"Batch {cfg['batch_size']}, "
                  f"{cfg['threads']} CPU thread(s); median of {cfg['rounds']} rounds of {cfg['steps']} steps, "
                  f"after {cfg['warmup']} warm-up steps (compile time is reported apart). A step is forward, "
-                 "backward, gradient clipping and Adam. `loss rel. err.` is the loss's relative difference from "
+                 "backward, gradient clipping and Adam; compile time is measured from an empty compile cache. "
+                 "`loss rel. err.` is the loss's relative difference from "
                  "the eager reference on the same weights, batch and noise. `epoch` is the time of one "
                  f"training epoch at that speed ({EPOCH_IMAGES['draw']:,} MNIST images for DRAW, "
                  f"{EPOCH_IMAGES['classifier']:,} cluttered images for the classifier), compile excluded.")
@@ -364,6 +408,11 @@ def _write_table(out: Path, df: pd.DataFrame, cfg: dict) -> Path:
             "loss rel. err.": wide.loss_rel_err.map(lambda v: "" if pd.isna(v) else f"{v:.1e}"),
         })
         lines.append(markdown_table(table))
+        load = df[df.variant == MACHINE].set_index(["model", "metric"]).value
+        if len(load):
+            lines.append("Machine load (1-minute load average, start -> end): " + "; ".join(
+                f"{MODEL_LABELS.get(m, m)} {load.get((m, 'load_avg_start'), float('nan')):.2f} -> "
+                f"{load.get((m, 'load_avg_end'), float('nan')):.2f}" for m in cfg["models"]) + ".")
     path = out / "table.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path

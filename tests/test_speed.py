@@ -164,8 +164,9 @@ def test_bench_speed_smoke_writes_results_table_and_plot(tmp_path):
     assert result.exit_code == 0, result.output
     df = pd.read_csv(out / "results.csv")
     assert set(df.model) == {"draw", "classifier"}
-    assert set(df.variant) == {"eager", "fused"}
-    assert set(df.metric) == {"images_per_s", "step_ms", "cpu_ms", "peak_mem_mb", "compile_s", "loss_rel_err", "epoch_s"}
+    assert set(df.variant) == {"eager", "fused", "(machine)"}
+    assert set(df.metric) == {"images_per_s", "step_ms", "cpu_ms", "peak_mem_mb", "compile_s", "loss_rel_err", "epoch_s",
+                              "load_avg_start", "load_avg_end"}
     ips = df[df.metric == "images_per_s"].value
     assert (ips > 0).all() and ips.map(math.isfinite).all()
     assert (df[df.metric == "loss_rel_err"].value < 1e-5).all()  # same weights, batch, noise: same loss
