@@ -193,9 +193,10 @@ def _speed_options(f):
                      help="Fused kernels: packed matrix products, one-pass filterbanks, hand-written LSTM cell, "
                           "fused Adam (same mathematics; --no-fused runs the plain eager reference)."),
         click.option("--compile/--no-compile", "compile_", default=False,
-                     help="torch.compile the unrolled glimpse loop (compile time: minutes on a CPU)."),
+                     help="torch.compile the unrolled glimpse loop (the first step compiles: about a minute "
+                          "for DRAW on a 2-core CPU)."),
         click.option("--compile-unroll", type=click.IntRange(min=0), default=8,
-                     help="Time steps per compiled region (0: all T, slowest compile, fastest steps)."),
+                     help="Time steps per compiled region (0: all T in one graph, the longest compile)."),
         click.option("--cuda-graphs", is_flag=True, help="Replay the compiled steps as CUDA graphs (CUDA only; implies --compile)."),
         click.option("--amp", type=click.Choice(["off", "bf16"]), default="off",
                      help="bf16 autocast for the matrix products (state and losses stay float32)."),
@@ -407,8 +408,8 @@ def bench_nll(preset, seeds, dataset, out, overwrite, device, data_dir) -> None:
 @bench.command("speed")
 @click.option("--models", default="draw,classifier", help="Comma-separated subset of: draw, classifier.")
 @click.option("--preset", type=click.Choice(PRESETS), default=None,
-              help="smoke: tiny models, seconds; quick: the paper's models, CPU variants; paper: adds the "
-                   "full-unroll compile (long on a CPU) [default: paper on GPU, quick on CPU]")
+              help="smoke: tiny models, seconds; quick: the paper's models, minutes; paper: more steps and, "
+                   "on a CPU, the compile of all T steps too [default: paper on GPU, quick on CPU]")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Timed steps per round [default: from the preset].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="[default: from the preset; 64 for quick/paper]")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
