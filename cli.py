@@ -23,6 +23,8 @@ import click
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 PRESETS = ("smoke", "quick", "paper")
+# The degradations of `bench robustness` (datasets.degrade.AXES; kept here so --help imports no numpy).
+AXIS_NAMES = ("clutter", "distractor_size", "contrast", "gaussian", "salt_pepper", "occlusion")
 
 
 def _data_dir_option(f):
@@ -405,6 +407,49 @@ def bench_nll(preset, seeds, dataset, out, overwrite, device, data_dir) -> None:
     nll.run(cfg, out, overwrite=overwrite, device=dev, data_dir=data_dir, echo=click.echo)
 
 
+@bench.command("robustness")
+@click.option("--preset", type=click.Choice(PRESETS), default=None,
+              help="smoke: seconds; quick: the `bench cluttered` quick models, 5,000 test scenes, within 25 minutes "
+                   "on a 2-core CPU; paper: paper-scale training, 10,000 scenes [default: paper on GPU, quick on CPU]")
+@click.option("--seeds", type=click.IntRange(1, 20), default=1, help="Training seeds per model.")
+@click.option("--models", default="attention,conv2,resnet",
+              help="Comma-separated subset of: attention, conv2, resnet, resnet18.")
+@click.option("--axes", default=",".join(AXIS_NAMES),
+              help="Comma-separated subset of the degradations: " + ", ".join(AXIS_NAMES) + ".")
+@click.option("--from", "from_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Reuse the trained models of this finished `bench cluttered` folder (its models, seeds and "
+                   "training data; --models and --seeds are then ignored) instead of training.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder [default: results/<preset>/robustness].")
+@click.option("--overwrite", is_flag=True, help="Replace results of a different config in --out.")
+@_device_option
+@_data_dir_option
+@_friendly_errors
+def bench_robustness(preset, seeds, models, axes, from_dir, out, overwrite, device, data_dir) -> None:
+    """Error, calibration and per-class error of each classifier as cluttered MNIST degrades:
+    more or larger clutter, fainter targets, Gaussian and salt-and-pepper noise, occlusion."""
+    from benchmark import cluttered, robustness
+
+    dev = _check_device(device)
+    preset = _choose_preset(preset, dev)
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    bad = sorted(set(names) - set(cluttered.MODELS)) or ([] if names else ["(none)"])
+    if bad:
+        raise click.BadParameter(f"unknown model(s) {', '.join(bad)}; choose from {', '.join(cluttered.MODELS)}",
+                                 param_hint="--models")
+    axis_names = [a.strip() for a in axes.split(",") if a.strip()]
+    bad = sorted(set(axis_names) - set(AXIS_NAMES)) or ([] if axis_names else ["(none)"])
+    if bad:
+        raise click.BadParameter(f"unknown axis {', '.join(bad)}; choose from {', '.join(AXIS_NAMES)}",
+                                 param_hint="--axes")
+    try:
+        cfg = robustness.bench_config(preset, seeds=seeds, models=names, axes=axis_names, from_dir=from_dir)
+    except robustness.RobustnessError as e:
+        raise click.BadParameter(str(e), param_hint="--from") from None
+    out = out or Path("results") / preset / "robustness"
+    robustness.run(cfg, out, overwrite=overwrite, device=dev, data_dir=data_dir, echo=click.echo)
+
+
 @bench.command("speed")
 @click.option("--models", default="draw,classifier", help="Comma-separated subset of: draw, classifier.")
 @click.option("--preset", type=click.Choice(PRESETS), default=None,
@@ -441,14 +486,15 @@ def report_cmd(out) -> None:
     """Redraw the table and plots of a bench folder OUT from its CSV files."""
     import json
 
-    from benchmark import cluttered, nll, speed
+    from benchmark import cluttered, nll, robustness, speed
 
     try:
         cfg = json.loads((out / "config.json").read_text())["config"]
     except (OSError, ValueError, KeyError, TypeError):
         raise click.BadParameter(f"{out} has no readable bench config.json; is it a bench folder?",
                                  param_hint="OUT") from None
-    writers = {"cluttered": cluttered.write_report, "nll": nll.write_report, "speed": speed.write_report}
+    writers = {"cluttered": cluttered.write_report, "nll": nll.write_report, "robustness": robustness.write_report,
+               "speed": speed.write_report}
     if cfg.get("bench") not in writers:
         raise click.BadParameter(f"{out} holds no known bench results", param_hint="OUT")
     for path in writers[cfg["bench"]](out, cfg):

@@ -107,7 +107,7 @@ def plot_glimpses(
         if titles is not None:
             ax.set_title(titles[i], fontsize=9)
     fig.suptitle(f"Glimpses, step 1 (dark) to {T} (yellow)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / (2.8 * nrow)))  # keep a strip for the suptitle
     path = Path(path)
     fig.savefig(path, dpi=120)
     plt.close(fig)
