@@ -283,10 +283,13 @@ def train_draw_cmd(T, read_n, write_n, lstm_size, z_size, no_attention, out, res
 @click.option("--distractors", type=int, default=8)
 @click.option("--distractor-size", type=int, default=8)
 @click.option("--n-train", type=click.IntRange(min=1), default=None, help="Training images [default 60000].")
+@click.option("--fresh-clutter/--fixed-clutter", default=True,
+              help="Draw new clutter (positions, distractors) from the training digits every epoch, or train on "
+                   "one fixed set.")
 @_train_options
 @_speed_options
 @_friendly_errors
-def train_classifier_cmd(model, glimpses, read_n, hidden, canvas, distractors, distractor_size, n_train,
+def train_classifier_cmd(model, glimpses, read_n, hidden, canvas, distractors, distractor_size, n_train, fresh_clutter,
                          out, resume, device, data_dir, fused, compile_, compile_unroll, cuda_graphs, amp, tf32,
                          **train_kw) -> None:
     """Train a classifier on cluttered MNIST (the attention model of section 4.1, or a conv baseline)."""
@@ -304,7 +307,7 @@ def train_classifier_cmd(model, glimpses, read_n, hidden, canvas, distractors, d
     net = build_classifier(model, (1, canvas, canvas), glimpses=glimpses, read_n=read_n, hidden=hidden)
     _run_dir(out, resume)
     result = train_classifier(net, _train_config(**train_kw), out, params, n_train=n_train, resume=resume,
-                              data_dir=data_dir, device=dev, speed=speed)
+                              data_dir=data_dir, device=dev, speed=speed, fresh_clutter=fresh_clutter)
     _report_training(result, out)
 
 

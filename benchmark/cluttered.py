@@ -52,7 +52,8 @@ MODEL_LABELS = {
 # LSTM 256) with a GPU training budget; "smoke" runs in seconds for tests.
 PRESETS: dict[str, dict] = {
     "smoke": {
-        "data": {"canvas": 40, "distractors": 4, "distractor_size": 6, "n_train": 256, "n_valid": 64, "n_test": 128},
+        "data": {"canvas": 40, "distractors": 4, "distractor_size": 6, "n_train": 256, "n_valid": 64, "n_test": 128,
+                 "fresh_clutter": True},
         "attention": {"read_n": 6, "hidden": 32},
         "resnet_width": 8,
         "train": {
@@ -63,7 +64,8 @@ PRESETS: dict[str, dict] = {
         },
     },
     "quick": {
-        "data": {"canvas": 100, "distractors": 8, "distractor_size": 8, "n_train": 60000, "n_valid": 2000, "n_test": 10000},
+        "data": {"canvas": 100, "distractors": 8, "distractor_size": 8, "n_train": 60000, "n_valid": 2000, "n_test": 10000,
+                 "fresh_clutter": True},
         "attention": {"read_n": 12, "hidden": 256},
         "resnet_width": 16,
         "train": {
@@ -77,7 +79,8 @@ PRESETS: dict[str, dict] = {
         },
     },
     "paper": {
-        "data": {"canvas": 100, "distractors": 8, "distractor_size": 8, "n_train": 60000, "n_valid": 10000, "n_test": 10000},
+        "data": {"canvas": 100, "distractors": 8, "distractor_size": 8, "n_train": 60000, "n_valid": 10000, "n_test": 10000,
+                 "fresh_clutter": True},
         "attention": {"read_n": 12, "hidden": 256},
         "resnet_width": 32,
         "train": {
@@ -172,6 +175,12 @@ def run(cfg: dict, out: str | Path, *, overwrite: bool = False, device: str = "c
     test_data = cluttered_data("test", params, d["seed"], d["n_test"], data_dir).to(dev)
     image_shape = tuple(train_data.x.shape[1:])
     labels = test_data.y.cpu().numpy()
+    epoch_data = None
+    if d.get("fresh_clutter"):
+        from draw.run import fresh_cluttered
+
+        echo("training data: new clutter from the training digits every epoch (the first epoch: the cached set)")
+        epoch_data = fresh_cluttered(params, d["seed"], d["n_train"], data_dir, dev)
 
     for seed in cfg["seeds"]:
         for name in cfg["models"]:
@@ -192,7 +201,7 @@ def run(cfg: dict, out: str | Path, *, overwrite: bool = False, device: str = "c
                      f"valid error {100 * row['valid_error']:.2f}% ({row['seconds']:.0f} s)")
 
             result = train(net, train_data, valid_data, tcfg, run_dir, resume=True, device=dev, select="error",
-                           progress=progress, desc=name, on_epoch_end=report_epoch)
+                           progress=progress, desc=name, on_epoch_end=report_epoch, epoch_data=epoch_data)
             best, _ = load_model(run_dir / "best.pt", dev)
             pred, conf, windows = predict(best, test_data)
             err = 100.0 * float((pred != labels).mean())
@@ -322,7 +331,9 @@ def _write_table(out: Path, df: pd.DataFrame, cfg: dict) -> Path:
     d = cfg["data"]
     lines = [f"# {d['canvas']}x{d['canvas']} cluttered translated MNIST (Table 1), preset `{cfg['preset']}`", ""]
     lines.append(f"Data: {d['n_train']} training images, {d['n_test']} test images, {d['distractors']} distractors of "
-                 f"{d['distractor_size']}x{d['distractor_size']}; seeds: {len(cfg['seeds'])}.")
+                 f"{d['distractor_size']}x{d['distractor_size']}"
+                 + ("; new clutter from the training digits every epoch" if d.get("fresh_clutter") else "")
+                 + f"; seeds: {len(cfg['seeds'])}.")
     lines.append("")
     rows = []
     err = df[df.metric == "test_error_pct"]

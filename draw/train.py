@@ -274,6 +274,7 @@ def train(
     desc: str = "train",
     on_epoch_end: Callable[[dict], None] | None = None,
     speed: SpeedConfig | None = None,
+    epoch_data: Callable[[int], TensorData] | None = None,
 ) -> TrainResult:
     """Train ``model`` with Adam and gradient clipping; checkpoint to ``out_dir``.
 
@@ -282,7 +283,10 @@ def train(
     (a finished run returns at once). Raises :class:`NonFiniteError` on NaN/Inf, leaving
     the last good checkpoint in place. ``speed``: how to run the steps (default: the plain
     eager ``model.loss``). Under torchrun, ``cfg.batch_size`` is the global batch, split
-    evenly over the ranks; ``on_epoch_end`` runs on rank 0 only.
+    evenly over the ranks; ``on_epoch_end`` runs on rank 0 only. ``epoch_data(e)``, if
+    given, supplies the training set of epoch ``e`` >= 1 (0-based; epoch 0 uses
+    ``train_data``): same size, a deterministic function of ``e`` so that a resumed run
+    sees the same images.
     """
     device = resolve_device(device)
     speed = speed or SpeedConfig()
@@ -400,7 +404,10 @@ def train(
     precision = matmul_precision(speed, device)  # TF32 for the loop (left on if the loop raises)
     precision.__enter__()
     while epoch < cfg.epochs and not done():
-        order = epoch_order(n, cfg.seed, epoch).to(train_data.x.device)
+        data = train_data if epoch_data is None or epoch == 0 else epoch_data(epoch)
+        if len(data) != n:
+            raise ValueError(f"epoch_data({epoch}) has {len(data)} items, the training set {n}")
+        order = epoch_order(n, cfg.seed, epoch).to(data.x.device)
         bar = tqdm(
             total=steps_per_epoch, initial=step_in_epoch, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
             disable=not progress or not main, leave=False, dynamic_ncols=True,
@@ -409,7 +416,7 @@ def train(
         while step_in_epoch < steps_per_epoch and not done():
             start = step_in_epoch * cfg.batch_size + rank * local_batch  # this rank's slice of the global batch
             idx = order[start : start + local_batch]
-            x, y = train_data.batch(idx)
+            x, y = data.batch(idx)
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True) if y is not None else None
             if speed.cuda_graphs:

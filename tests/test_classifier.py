@@ -85,3 +85,19 @@ def test_bench_cluttered_smoke(fake_mnist_dir, tmp_path):
 
     result = runner.invoke(cli, ["report", str(out)])
     assert result.exit_code == 0 and "test_error.png" in result.output
+
+
+def test_fresh_clutter_is_new_every_epoch_and_deterministic(fake_mnist_dir):
+    from datasets.cluttered import ClutterParams
+    from datasets.mnist import load_mnist
+    from draw.run import fresh_cluttered
+
+    params = ClutterParams(canvas=40, distractors=3, distractor_size=6)
+    a, b = fresh_cluttered(params, 0, 50), fresh_cluttered(params, 0, 50)
+    e1, e2 = a(1), a(2)
+    assert len(e1) == 50 and e1.x.dtype == torch.uint8
+    assert torch.equal(e1.x, b(1).x) and torch.equal(e1.y, b(1).y)
+    assert not torch.equal(e1.x, e2.x)
+    assert not torch.equal(e1.x, fresh_cluttered(params, 1, 50)(1).x)
+    _, train_labels = load_mnist("train")
+    assert set(e1.y.tolist()) <= set(train_labels.tolist())

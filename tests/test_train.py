@@ -101,6 +101,44 @@ def test_resume_is_exact(tmp_path):
     assert again.steps == 10 and len(again.history) == 2
 
 
+def test_epoch_data_feeds_each_epoch_and_resumes_exactly(tmp_path):
+    """With ``epoch_data`` the second and third epochs train on their own sets (so the weights
+    differ from a fixed-set run), and a run killed in epoch 3 resumes to the same weights."""
+    data, valid = binary_digits(96), binary_digits(32, 1)
+    asked = []
+
+    def epoch_data(e):
+        asked.append(e)
+        return binary_digits(96, seed=100 + e)
+
+    cfg = TrainConfig(epochs=3, batch_size=32, lr=2e-3, checkpoint_every=2)
+    fixed = tiny_draw()
+    train(fixed, data, valid, cfg, tmp_path / "fixed", device="cpu", progress=False)
+    ref = tiny_draw()
+    train(ref, data, valid, cfg, tmp_path / "ref", device="cpu", progress=False, epoch_data=epoch_data)
+    assert asked == [1, 2]
+    assert any(not torch.equal(fixed.state_dict()[k], v) for k, v in ref.state_dict().items())
+
+    victim = tiny_draw()
+    original, calls = victim.loss, {"n": 0}
+
+    def dying_loss(x, y=None):
+        calls["n"] += 1
+        if calls["n"] == 8:  # step 8 of 9, in epoch 3; the last checkpoint is at step 6
+            raise Interrupt
+        return original(x, y)
+
+    victim.loss = dying_loss
+    with pytest.raises(Interrupt):
+        train(victim, data, valid, cfg, tmp_path / "run", device="cpu", progress=False, epoch_data=epoch_data)
+    resumed = tiny_draw()
+    train(resumed, data, valid, cfg, tmp_path / "run", resume=True, device="cpu", progress=False, epoch_data=epoch_data)
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="epoch_data"):
+        train(tiny_draw(), data, None, cfg, None, device="cpu", progress=False, epoch_data=lambda e: binary_digits(64))
+
+
 def test_resume_refuses_other_settings(tmp_path):
     data = binary_digits(64)
     train(tiny_draw(), data, None, TrainConfig(epochs=1, batch_size=32), tmp_path, device="cpu", progress=False)
