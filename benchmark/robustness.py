@@ -30,6 +30,7 @@ from torch import nn
 
 from benchmark import cluttered
 from benchmark.report import (
+    _normalize_config,
     append_csv,
     append_results,
     atomic_write_text,
@@ -147,6 +148,13 @@ def _parse_settings(df: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------- run
 
 
+def _stored_config(folder: Path) -> object:
+    try:
+        return json.loads((folder / "config.json").read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _load_models(train_dir: Path, cfg: dict, dev: torch.device) -> dict[tuple[str, int], nn.Module]:
     nets = {}
     for seed in cfg["seeds"]:
@@ -185,7 +193,9 @@ def run(cfg: dict, out: str | Path, *, overwrite: bool = False, device: str = "c
     else:
         train_dir = out / "train"
         echo(f"models: training as `bench cluttered --preset {cfg['train']['preset']}` into {train_dir}")
-        cluttered.run(cfg["train"], train_dir, overwrite=overwrite, device=device, data_dir=data_dir, echo=echo,
+        # --overwrite retrains only when the training config itself changed (not, e.g., the axes)
+        retrain = overwrite and _stored_config(train_dir) != _normalize_config(cfg["train"])
+        cluttered.run(cfg["train"], train_dir, overwrite=retrain, device=device, data_dir=data_dir, echo=echo,
                       progress=progress)
     nets = _load_models(train_dir, cfg, dev)
     e = cfg["eval"]
@@ -195,13 +205,14 @@ def run(cfg: dict, out: str | Path, *, overwrite: bool = False, device: str = "c
     todo = [s for s in settings if _setting(s[0], s[2]) not in done]
     echo(f"evaluation: {e['n']} test scenes ({e['canvas']}x{e['canvas']}, seed {e['seed']}), {len(settings)} settings "
          f"over {len(e['axes'])} axes, {len(nets)} model(s); {len(settings) - len(todo)} already done")
+    clean_done = "clean" in set(read_results(out).split)
     if todo:
         scenes = _scenes(cfg, data_dir)
         labels = scenes.labels
         clean = scenes.render(D, S)
         for axis, _level, value in tqdm(todo, desc="robustness", disable=not progress):
-            images = clean if value == AXES[axis].clean_value(D, S) else scenes.degrade(
-                axis, value, distractors=D, distractor_size=S, clean=clean)
+            is_clean = value == AXES[axis].clean_value(D, S)
+            images = clean if is_clean else scenes.degrade(axis, value, distractors=D, distractor_size=S, clean=clean)
             data = TensorData(torch.from_numpy(images), torch.from_numpy(labels)).to(dev)
             rows, bins = [], []
             for (name, seed), net in nets.items():
@@ -209,15 +220,18 @@ def run(cfg: dict, out: str | Path, *, overwrite: bool = False, device: str = "c
                 correct = pred == labels
                 base = {"bench": "robustness", "model": name, "variant": cluttered._variant(name, cfg["train"]),
                         "preset": cfg["preset"], "seed": seed, "split": _setting(axis, value)}
-                rows += [{**base, "metric": "test_error_pct", "value": 100.0 * (1 - correct.mean())},
-                         {**base, "metric": "ece_pct", "value": 100.0 * expected_calibration_error(conf, correct)},
-                         {**base, "metric": "confidence_pct", "value": 100.0 * conf.mean()}]
-                if axis == "clutter" and value == D:  # the clean setting, once
+                summary = [{**base, "metric": "test_error_pct", "value": 100.0 * (1 - correct.mean())},
+                           {**base, "metric": "ece_pct", "value": 100.0 * expected_calibration_error(conf, correct)},
+                           {**base, "metric": "confidence_pct", "value": 100.0 * conf.mean()}]
+                rows += summary
+                if is_clean and not clean_done:  # every axis has the clean images once: report them once
+                    rows += [{**r, "split": "clean"} for r in summary]
                     rows += [{**base, "split": "clean", "metric": f"class_{c}_error_pct", "value": v}
                              for c, v in enumerate(per_class_error(labels, pred))]
                     bins.append(calibration_bins(conf, correct).assign(model=name, seed=seed))
             if bins:
                 append_csv(out / "calibration.csv", pd.concat(bins, ignore_index=True), key=["model", "seed", "bin"])
+                clean_done = True
             append_results(out, rows)  # one setting at a time: a killed run loses at most one
     write_report(out, cfg)
     echo("drawing examples and glimpses")
@@ -377,8 +391,7 @@ def write_report(out: str | Path, cfg: dict) -> list[Path]:
         cal = pd.read_csv(calib_path)
         cal = cal[cal["count"] > 0]
         cal["label"] = cal.model.map(_label)
-        ece = sev[(sev.metric == "ece_pct") & (sev.axis == "clutter") & (sev.severity == D)]
-        ece_by = ece.groupby("model").value.mean()
+        ece_by = df[(df.split == "clean") & (df.metric == "ece_pct")].groupby("model").value.mean()
         fig, ax = plt.subplots(figsize=(5.4, 5))
         ax.plot([0, 1], [0, 1], color="gray", ls="--", lw=1, label="perfect calibration")
         for m in [m for m in cfg["models"] if m in set(cal.model)]:
@@ -452,8 +465,8 @@ def _write_table(out: Path, df: pd.DataFrame, cfg: dict) -> Path:
                     row[f"{v:g}{mark}"] = _mean_sd(cell) if len(cell) else ""
                 rows.append(row)
             lines += [markdown_table(pd.DataFrame(rows)), ""]
-        clean = sev[(sev.axis == "clutter") & (sev.severity == D)]
-        pc = df[(df.split == "clean") & df.metric.str.startswith("class_")]
+        clean = df[df.split == "clean"]
+        pc = clean[clean.metric.str.startswith("class_")]
         lines += ["## At the training setting: calibration and per-class error", "",
                   f"ECE: expected calibration error over {ECE_BINS} equal-width confidence bins (Guo et al., 2017).", ""]
         rows = []

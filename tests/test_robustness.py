@@ -101,7 +101,7 @@ def test_bench_robustness_smoke(fake_mnist_dir, tmp_path):
     r = runner.invoke(cli, ["bench", "robustness", "--preset", "smoke", "--from", str(out / "train"), "--axes",
                             "gaussian,clutter", "--out", str(out2), "--device", "cpu"])
     assert r.exit_code == 0, r.output
-    assert "reusing" in r.output and "epoch" not in r.output
+    assert "reusing" in r.output and "epoch 1/" not in r.output
     df2 = pd.read_csv(out2 / "results.csv")
     key = ["model", "seed", "split", "metric"]
     both = df2.merge(df, on=key, suffixes=("", "_first"))
@@ -110,6 +110,14 @@ def test_bench_robustness_smoke(fake_mnist_dir, tmp_path):
 
     r = runner.invoke(cli, ["report", str(out)])
     assert r.exit_code == 0 and "robustness.png" in r.output
+
+    # another config needs --overwrite; a change of axes alone re-evaluates without retraining
+    r = runner.invoke(cli, [*args, "--axes", "occlusion"])
+    assert r.exit_code == 2 and "--overwrite" in r.output
+    r = runner.invoke(cli, [*args, "--axes", "occlusion", "--overwrite"])
+    assert r.exit_code == 0, r.output
+    assert "skipped" in r.output and "epoch 1/" not in r.output
+    assert set(_parse_settings(pd.read_csv(out / "results.csv").fillna("")).axis) == {"occlusion"}
 
 
 @pytest.mark.parametrize(("extra", "hint"), [
