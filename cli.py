@@ -27,6 +27,15 @@ PRESETS = ("smoke", "quick", "paper")
 AXIS_NAMES = ("clutter", "distractor_size", "contrast", "gaussian", "salt_pepper", "occlusion")
 
 
+def _comma_list(text: str, allowed, what: str, hint: str) -> list[str]:
+    """Split a comma-separated option into names, each one of ``allowed`` (a usage error otherwise)."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = sorted(set(names) - set(allowed)) or ([] if names else ["(none)"])
+    if bad:
+        raise click.BadParameter(f"unknown {what} {', '.join(bad)}; choose from {', '.join(allowed)}", param_hint=hint)
+    return names
+
+
 def _data_dir_option(f):
     return click.option(
         "--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="DRAWBENCH_DATA", default=None,
@@ -378,11 +387,7 @@ def bench_cluttered(glimpses, preset, seeds, models, out, overwrite, device, dat
 
     dev = _check_device(device)
     preset = _choose_preset(preset, dev)
-    names = [m.strip() for m in models.split(",") if m.strip()]
-    bad = sorted(set(names) - set(cluttered.MODELS)) or ([] if names else ["(none)"])
-    if bad:
-        raise click.BadParameter(f"unknown model(s) {', '.join(bad)}; choose from {', '.join(cluttered.MODELS)}",
-                                 param_hint="--models")
+    names = _comma_list(models, cluttered.MODELS, "model(s)", "--models")
     out = out or Path("results") / preset / f"cluttered-T{glimpses}"
     cfg = cluttered.bench_config(preset, glimpses=glimpses, seeds=seeds, models=names)
     cluttered.run(cfg, out, overwrite=overwrite, device=dev, data_dir=data_dir, echo=click.echo)
@@ -435,16 +440,8 @@ def bench_robustness(preset, seeds, models, axes, from_dir, out, overwrite, devi
 
     dev = _check_device(device)
     preset = _choose_preset(preset, dev)
-    names = [m.strip() for m in models.split(",") if m.strip()]
-    bad = sorted(set(names) - set(cluttered.MODELS)) or ([] if names else ["(none)"])
-    if bad:
-        raise click.BadParameter(f"unknown model(s) {', '.join(bad)}; choose from {', '.join(cluttered.MODELS)}",
-                                 param_hint="--models")
-    axis_names = [a.strip() for a in axes.split(",") if a.strip()]
-    bad = sorted(set(axis_names) - set(AXIS_NAMES)) or ([] if axis_names else ["(none)"])
-    if bad:
-        raise click.BadParameter(f"unknown axis {', '.join(bad)}; choose from {', '.join(AXIS_NAMES)}",
-                                 param_hint="--axes")
+    names = _comma_list(models, cluttered.MODELS, "model(s)", "--models")
+    axis_names = _comma_list(axes, AXIS_NAMES, "axis", "--axes")
     try:
         cfg = robustness.bench_config(preset, seeds=seeds, models=names, axes=axis_names, from_dir=from_dir)
     except robustness.RobustnessError as e:
@@ -472,11 +469,7 @@ def bench_speed(models, preset, steps, batch_size, out, overwrite, device) -> No
 
     dev = _check_device(device)
     preset = _choose_preset(preset, dev)
-    names = [m.strip() for m in models.split(",") if m.strip()]
-    bad = sorted(set(names) - set(speed.MODELS)) or ([] if names else ["(none)"])
-    if bad:
-        raise click.BadParameter(f"unknown model(s) {', '.join(bad)}; choose from {', '.join(speed.MODELS)}",
-                                 param_hint="--models")
+    names = _comma_list(models, speed.MODELS, "model(s)", "--models")
     out = out or Path("results") / preset / f"speed-{dev}"
     cfg = speed.bench_config(preset, models=names, device=dev, steps=steps, batch_size=batch_size)
     speed.run(cfg, out, overwrite=overwrite, device=dev, echo=click.echo)

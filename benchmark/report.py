@@ -285,16 +285,28 @@ def write_config(
     started: datetime,
     finished: datetime | None = None,
 ) -> Path:
-    """Write ``config.json`` = {config, provenance, started, finished} atomically; return its path.
+    """Write ``config.json`` = {config, provenance, started, finished, sessions} atomically; return its path.
 
-    Call it once when the run starts (``finished=None``) and again at the end.
+    Call it once when the run starts (``finished=None``) and again at the end. A resumed or
+    repeated run of the same config appends to ``sessions`` (start, end, git commit of each
+    invocation) instead of forgetting the earlier ones; ``started`` is the first session's.
     """
     path = Path(out_dir) / CONFIG_FILE
+    cfg, prov = _normalize_config(config), provenance()
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        sessions = list(old["sessions"]) if old["config"] == cfg else []
+    except (OSError, ValueError, KeyError, TypeError):
+        sessions = []
+    me = {"started": started.isoformat(), "finished": None if finished is None else finished.isoformat(),
+          "git_commit": prov["git_commit"], "git_dirty": prov["git_dirty"]}
+    sessions = [x for x in sessions if x.get("started") != me["started"]] + [me]
     doc = {
-        "config": _normalize_config(config),
-        "provenance": provenance(),
-        "started": started.isoformat(),
-        "finished": None if finished is None else finished.isoformat(),
+        "config": cfg,
+        "provenance": prov,
+        "started": sessions[0]["started"],
+        "finished": me["finished"],
+        "sessions": sessions,
     }
     atomic_write_text(path, json.dumps(doc, indent=2, default=_jsonable) + "\n")
     return path

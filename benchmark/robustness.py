@@ -51,6 +51,7 @@ PRESETS: dict[str, dict] = {
     "paper": {"train": "paper", "n_eval": 10000},
 }
 ECE_BINS = 15
+SHORT = {"distractor_size": "distractor size", "salt_pepper": "salt & pepper", "gaussian": "noise sigma"}
 CHANCE_PCT = 90.0
 
 
@@ -323,12 +324,14 @@ def _glimpse_figure(out: Path, cfg: dict, nets: dict, data_dir: str | Path | Non
             for i in idx:
                 images.append(x[i])
                 windows.append(w[i])
-                titles.append(f"{axis} {value:g}: true {scenes.labels[i]}, said {pred[i]}" + (" (wrong)" if kind == "wrong" else ""))
+                titles.append(f"{SHORT.get(axis, axis)} {value:g}: true {scenes.labels[i]}, said {pred[i]}"
+                              + (" (wrong)" if kind == "wrong" else ""))
     if not images:
         return None
     path = out / "glimpses_hardest.png"
     x = torch.from_numpy(np.stack(images)).float()[:, None] / 255
-    plot_glimpses(x, np.stack(windows), cfg["train"]["attention"]["read_n"], path, titles=titles, ncol=2 * per_kind)
+    plot_glimpses(x, np.stack(windows), cfg["train"]["attention"]["read_n"], path, titles=titles, ncol=2 * per_kind,
+                  title=f"Each row: an axis at its hardest severity with error <= 50%; {per_kind} right, {per_kind} wrong")
     return path
 
 

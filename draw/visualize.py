@@ -80,6 +80,7 @@ def plot_glimpses(
     path: str | Path,
     titles: list[str] | None = None,
     ncol: int = 4,
+    title: str | None = None,
 ) -> Path:
     """Images with one box per glimpse, coloured by step (viridis: dark = first).
 
@@ -106,7 +107,7 @@ def plot_glimpses(
         ax.set_ylim(H - 0.5, -0.5)
         if titles is not None:
             ax.set_title(titles[i], fontsize=9)
-    fig.suptitle(f"Glimpses, step 1 (dark) to {T} (yellow)", fontsize=10)
+    fig.suptitle((f"{title}; g" if title else "G") + f"limpses, step 1 (dark) to {T} (yellow)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / (2.8 * nrow)))  # keep a strip for the suptitle
     path = Path(path)
     fig.savefig(path, dpi=120)

@@ -204,6 +204,15 @@ def test_write_config_contents(tmp_path: Path) -> None:
     assert doc["provenance"]["torch"] == torch.__version__
     write_config(tmp_path, {"lr": 0.5}, started, finished=started)
     assert json.loads(path.read_text())["finished"] == "2025-01-02T03:04:05+00:00"
+    # a later invocation of the same config is a second session; the first one is kept
+    later = datetime(2025, 1, 3, tzinfo=timezone.utc)
+    write_config(tmp_path, {"lr": 0.5}, later, finished=later)
+    doc = json.loads(path.read_text())
+    assert [x["started"] for x in doc["sessions"]] == [started.isoformat(), later.isoformat()]
+    assert doc["started"] == started.isoformat() and doc["finished"] == later.isoformat()
+    assert doc["sessions"][0]["finished"] == started.isoformat()
+    write_config(tmp_path, {"lr": 0.7}, later)  # another config starts a new history
+    assert len(json.loads(path.read_text())["sessions"]) == 1
     assert _only(tmp_path) == ["config.json"]
 
 
