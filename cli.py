@@ -417,7 +417,7 @@ def bench_nll(preset, seeds, dataset, out, overwrite, device, data_dir) -> None:
 
 @bench.command("robustness")
 @click.option("--preset", type=click.Choice(PRESETS), default=None,
-              help="smoke: seconds; quick: the `bench cluttered` quick models, 5,000 test scenes, within 25 minutes "
+              help="smoke: seconds; quick: the `bench cluttered` quick models, 5,000 test scenes, about 14 minutes "
                    "on a 2-core CPU; paper: paper-scale training, 10,000 scenes [default: paper on GPU, quick on CPU]")
 @click.option("--seeds", type=click.IntRange(1, 20), default=1, help="Training seeds per model.")
 @click.option("--models", default="attention,conv2,resnet",
