@@ -43,6 +43,11 @@ def _data_dir_option(f):
     )(f)
 
 
+def _classifier_models_option(f):
+    return click.option("--models", default="attention,conv2,resnet",
+                        help="Comma-separated subset of: attention, conv2, resnet, resnet18.")(f)
+
+
 def _device_option(f):
     return click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
                         help="Where to run [default: cuda when available, else cpu].")(f)
@@ -373,8 +378,7 @@ def bench() -> None:
 @click.option("--glimpses", type=click.IntRange(1, 64), default=8, help="Glimpses T of the attention model.")
 @click.option("--preset", type=click.Choice(PRESETS), default=None, help="[default: paper on GPU, quick on CPU]")
 @click.option("--seeds", type=click.IntRange(1, 20), default=1, help="Training seeds per model.")
-@click.option("--models", default="attention,conv2,resnet",
-              help="Comma-separated subset of: attention, conv2, resnet, resnet18.")
+@_classifier_models_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output folder [default: results/<preset>/cluttered-T<glimpses>].")
 @click.option("--overwrite", is_flag=True, help="Replace results of a different config in --out.")
@@ -420,8 +424,7 @@ def bench_nll(preset, seeds, dataset, out, overwrite, device, data_dir) -> None:
               help="smoke: seconds; quick: the `bench cluttered` quick models, 5,000 test scenes, about 14 minutes "
                    "on a 2-core CPU; paper: paper-scale training, 10,000 scenes [default: paper on GPU, quick on CPU]")
 @click.option("--seeds", type=click.IntRange(1, 20), default=1, help="Training seeds per model.")
-@click.option("--models", default="attention,conv2,resnet",
-              help="Comma-separated subset of: attention, conv2, resnet, resnet18.")
+@_classifier_models_option
 @click.option("--axes", default=",".join(AXIS_NAMES),
               help="Comma-separated subset of the degradations: " + ", ".join(AXIS_NAMES) + ".")
 @click.option("--from", "from_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
