@@ -419,7 +419,8 @@ def write_report(out: str | Path, cfg: dict) -> list[Path]:
         ax.set_xlabel("true class")
         ax.set_ylabel("error (%)")
         ax.set_title("Per-class test error at the training setting")
-        ax.legend(title="", fontsize=8)
+        ax.set_ylim(0, 1.3 * float(np.nanmax(pc.value)) + 1)  # room for the legend above the bars
+        ax.legend(title="", fontsize=8, ncol=len(order), loc="upper center")
         written.append(out / "per_class.png")
         save_figure(fig, written[-1])
     return written
