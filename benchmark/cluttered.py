@@ -31,6 +31,7 @@ from benchmark.report import (
     read_results,
     save_figure,
     set_plot_style,
+    stale_runs,
     summarize,
     write_config,
 )
@@ -161,9 +162,10 @@ def run(cfg: dict, out: str | Path, *, overwrite: bool = False, device: str = "c
     from datasets.cluttered import ClutterParams
     from draw.run import cluttered_data
 
+    stale = stale_runs(out, cfg, per_model="train") if overwrite else []
     out = prepare_out_dir(out, cfg, overwrite)
-    if overwrite and (out / "runs").exists():  # checkpoints of the replaced config must not be resumed
-        shutil.rmtree(out / "runs")
+    for run_dir in stale:  # checkpoints of a replaced config must not be resumed
+        shutil.rmtree(run_dir)
     started = datetime.now(timezone.utc)
     write_config(out, cfg, started)
     d = cfg["data"]

@@ -36,6 +36,7 @@ from benchmark.report import (
     read_results,
     save_figure,
     set_plot_style,
+    stale_runs,
     summarize,
     write_config,
 )
@@ -197,7 +198,11 @@ def run(cfg: dict, out: str | Path, *, overwrite: bool = False, device: str = "c
     """Run the bench described by ``cfg`` (see :func:`bench_config`) into ``out``; returns results."""
     from draw.likelihood import importance_sampled_nll_per_item
 
+    # evaluation-only settings may change without retraining; anything else makes the runs stale
+    stale = stale_runs(out, cfg, free=("seeds", "models", "importance_samples", "max_rows", "figures")) if overwrite else []
     out = prepare_out_dir(out, cfg, overwrite)
+    for run_dir in stale:
+        shutil.rmtree(run_dir)
     if overwrite:
         for name in ("curves.csv", "kl_per_step.csv", "is_per_image.csv"):
             (out / name).unlink(missing_ok=True)

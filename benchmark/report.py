@@ -210,6 +210,35 @@ def prepare_out_dir(out_dir: str | os.PathLike, config: dict, overwrite: bool = 
     return out
 
 
+def stale_runs(out_dir: str | os.PathLike, config: dict, *, per_model: str | None = None,
+               free: Iterable[str] = ("seeds", "models")) -> list[Path]:
+    """The run folders ``OUT/runs/<model>-seed<k>`` that ``config`` must not resume.
+
+    All of them when a setting other than those in ``free`` changed from the config stored
+    in ``OUT/config.json`` (or when there is none); otherwise, with ``per_model`` naming a
+    ``{model: settings}`` entry, the runs of models whose settings there changed. Runs of
+    models that ``config`` no longer lists are kept: nothing resumes them. So a rerun with
+    ``--seeds 3 --overwrite`` after one seed keeps seed 0's finished training.
+    """
+    out = Path(out_dir)
+    runs = sorted(p for p in (out / "runs").glob("*-seed*") if p.is_dir()) if (out / "runs").is_dir() else []
+    try:
+        old = json.loads((out / CONFIG_FILE).read_text(encoding="utf-8"))["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return runs
+    new = _normalize_config(config)
+    if not isinstance(old, dict):
+        return runs
+    skip = set(free) | ({per_model} if per_model else set())
+    if any(old.get(k) != new.get(k) for k in (set(old) | set(new)) - skip):
+        return runs
+    if per_model is None:
+        return []
+    before = old.get(per_model) or {}
+    changed = {m for m, settings in (new.get(per_model) or {}).items() if before.get(m) != settings}
+    return [p for p in runs if p.name.rsplit("-seed", 1)[0] in changed]
+
+
 # --------------------------------------------------------------------------- provenance
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
@@ -101,3 +102,40 @@ def test_fresh_clutter_is_new_every_epoch_and_deterministic(fake_mnist_dir):
     assert not torch.equal(e1.x, fresh_cluttered(params, 1, 50)(1).x)
     _, train_labels = load_mnist("train")
     assert set(e1.y.tolist()) <= set(train_labels.tolist())
+
+
+def test_more_seeds_with_overwrite_keeps_finished_training(fake_mnist_dir, tmp_path):
+    out = tmp_path / "bench"
+    runner = CliRunner()
+    base = ["bench", "cluttered", "--preset", "smoke", "--models", "conv2", "--out", str(out), "--device", "cpu"]
+    r = runner.invoke(cli, [*base, "--seeds", "1"])
+    assert r.exit_code == 0, r.output
+    first = pd.read_csv(out / "results.csv")
+    r = runner.invoke(cli, [*base, "--seeds", "2", "--overwrite"])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("conv2 epoch 1/2: train loss") == 1  # seed 1 trains, seed 0 resumes as finished
+    df = pd.read_csv(out / "results.csv")
+    err = df[df.metric == "test_error_pct"].set_index("seed").value
+    assert set(err.index) == {0, 1}
+    assert err[0] == first[first.metric == "test_error_pct"].value.iloc[0]
+
+
+def test_stale_runs_follow_what_changed(tmp_path):
+    from benchmark.cluttered import bench_config
+    from benchmark.report import stale_runs, write_config
+
+    def _stale_runs(out, cfg):
+        return stale_runs(out, cfg, per_model="train")
+
+    old = bench_config("smoke", models=["conv2", "attention"])
+    write_config(tmp_path, old, datetime.now(timezone.utc))
+    for name in ("conv2-seed0", "attention-seed0"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+    assert _stale_runs(tmp_path, bench_config("smoke", models=["conv2", "attention"], seeds=3)) == []
+    assert _stale_runs(tmp_path, bench_config("smoke", models=["conv2"])) == []
+    other_data = bench_config("smoke", models=["conv2", "attention"])
+    other_data["data"]["distractors"] += 1
+    assert len(_stale_runs(tmp_path, other_data)) == 2
+    other_lr = bench_config("smoke", models=["conv2", "attention"])
+    other_lr["train"]["conv2"]["lr"] *= 2
+    assert [p.name for p in _stale_runs(tmp_path, other_lr)] == ["conv2-seed0"]

@@ -292,3 +292,15 @@ def test_paper_tables() -> None:
         64, 256, 100, 2, 5,
     ]  # fmt: skip
     assert t3.loc["cluttered_mnist_100", "read_size"] == 12
+
+
+def test_stale_runs_without_per_model_settings(tmp_path: Path) -> None:
+    from benchmark.report import stale_runs
+
+    cfg = {"data": {"n_train": 100}, "seeds": [0], "models": ["draw"], "figures": {"n": 4}}
+    assert stale_runs(tmp_path, cfg) == []  # no runs yet
+    (tmp_path / "runs" / "draw-seed0").mkdir(parents=True)
+    assert [p.name for p in stale_runs(tmp_path, cfg)] == ["draw-seed0"]  # no config.json: unknown provenance
+    write_config(tmp_path, cfg, datetime(2025, 1, 1, tzinfo=timezone.utc))
+    assert stale_runs(tmp_path, {**cfg, "seeds": [0, 1], "figures": {"n": 8}}, free=("seeds", "figures")) == []
+    assert len(stale_runs(tmp_path, {**cfg, "data": {"n_train": 200}})) == 1
