@@ -59,11 +59,17 @@ class RobustnessError(ValueError):
     """A bad request: e.g. a --from folder that is not a finished bench-cluttered folder."""
 
 
-def _model_cfg_from(from_dir: Path) -> dict:
+def _stored_config(folder: Path) -> object:
     try:
-        cfg = json.loads((from_dir / "config.json").read_text())["config"]
+        return json.loads((folder / "config.json").read_text())["config"]
     except (OSError, ValueError, KeyError, TypeError):
-        raise RobustnessError(f"{from_dir} has no readable config.json; give a `bench cluttered` output folder") from None
+        return None
+
+
+def _model_cfg_from(from_dir: Path) -> dict:
+    cfg = _stored_config(from_dir)
+    if not isinstance(cfg, dict):
+        raise RobustnessError(f"{from_dir} has no readable config.json; give a `bench cluttered` output folder")
     if cfg.get("bench") != "cluttered":
         raise RobustnessError(f"{from_dir} holds {cfg.get('bench')!r} results, not `bench cluttered` results")
     missing = [f"{m}-seed{s}" for s in cfg["seeds"] for m in cfg["models"]
@@ -149,13 +155,6 @@ def _parse_settings(df: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------- run
 
 
-def _stored_config(folder: Path) -> object:
-    try:
-        return json.loads((folder / "config.json").read_text())["config"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def _load_models(train_dir: Path, cfg: dict, dev: torch.device) -> dict[tuple[str, int], nn.Module]:
     nets = {}
     for seed in cfg["seeds"]:
@@ -174,8 +173,8 @@ def _scenes(cfg: dict, data_dir: str | Path | None, n: int | None = None):
     return Scenes(digits, labels, e["n"] if n is None else n, e["canvas"], e["seed"], e["max_distractors"])
 
 
-def _settings(cfg: dict) -> list[tuple[str, int, float]]:
-    return [(a, level, float(v)) for a, values in cfg["eval"]["axes"].items() for level, v in enumerate(values)]
+def _settings(cfg: dict) -> list[tuple[str, float]]:
+    return [(a, float(v)) for a, values in cfg["eval"]["axes"].items() for v in values]
 
 
 def run(cfg: dict, out: str | Path, *, overwrite: bool = False, device: str = "cpu",
@@ -202,16 +201,17 @@ def run(cfg: dict, out: str | Path, *, overwrite: bool = False, device: str = "c
     e = cfg["eval"]
     D, S = e["distractors"], e["distractor_size"]
     settings = _settings(cfg)
-    done = set(read_results(out).query("metric == 'test_error_pct'").split)
-    todo = [s for s in settings if _setting(s[0], s[2]) not in done]
+    previous = read_results(out)
+    done = set(previous.query("metric == 'test_error_pct'").split)
+    clean_done = "clean" in set(previous.split)
+    todo = [s for s in settings if _setting(*s) not in done]
     echo(f"evaluation: {e['n']} test scenes ({e['canvas']}x{e['canvas']}, seed {e['seed']}), {len(settings)} settings "
          f"over {len(e['axes'])} axes, {len(nets)} model(s); {len(settings) - len(todo)} already done")
-    clean_done = "clean" in set(read_results(out).split)
     if todo:
         scenes = _scenes(cfg, data_dir)
         labels = scenes.labels
         clean = scenes.render(D, S)
-        for axis, _level, value in tqdm(todo, desc="robustness", disable=not progress):
+        for axis, value in tqdm(todo, desc="robustness", disable=not progress):
             is_clean = value == AXES[axis].clean_value(D, S)
             images = clean if is_clean else scenes.degrade(axis, value, distractors=D, distractor_size=S, clean=clean)
             data = TensorData(torch.from_numpy(images), torch.from_numpy(labels)).to(dev)
