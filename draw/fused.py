@@ -25,8 +25,6 @@ float tolerance) and differ only in how the work is laid out:
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -205,7 +203,7 @@ class FusedDraw(nn.Module):
         self.model = model
         cfg = model.cfg
         self.C, self.B, self.A = model.C, model.B, model.A
-        self.T, self.Z, self.E, self.D = cfg.T, cfg.z_size, cfg.enc_size, cfg.dec_size
+        self.T, self.Z, self.E, self.D = cfg.T, cfg.z_size, cfg.lstm_size, cfg.lstm_size
         self.attention = cfg.attention
         if self.attention:
             self.read_glimpse = Glimpse(cfg.read_n, self.A, self.B)
@@ -326,32 +324,18 @@ class FusedClassifier(nn.Module):
         cfg = model.cfg
         self.C, self.B, self.A = model.C, model.B, model.A
         self.glimpse = Glimpse(cfg.read_n, self.A, self.B, bounded_centre=cfg.bounded_centre)
-        self.register_buffer("centre_scale", torch.tensor([(self.A + 1) / self.A, (self.B + 1) / self.B]), persistent=False)
         self.unroll = self._unroll
         self.chunk = 0
 
     def _packed(self) -> dict[str, Tensor]:
         m, C, N = self.model, self.C, self.model.cfg.read_n
         W_ih, W_hh, b = _lstm_weights(m.lstm)
-        P = {"W_h_t": torch.cat([m.attn.weight, W_hh]).t(), "b_h": torch.cat([m.attn.bias, b])}
-        if m.cfg.glimpse_net:
-            P["W_what_t"] = _perm_cols(m.what.weight, (C, N, N), (2, 1, 0)).t()
-            P["b_glimpse"] = m.what.bias + m.where.bias
-            P["W_ih_t"] = W_ih.t()
-        else:
-            P["W_ih_t"] = _perm_cols(W_ih, (C, N, N), (2, 1, 0)).t()  # (c, n, m) -> (m, n, c)
-        return P
-
-    def _where(self, raw: Tensor) -> Tensor:
-        """The classifier's "where" input from the raw window, as ``AttentionClassifier._where``."""
-        g_t = torch.tanh(raw[:, :2]) if self.glimpse.bounded_centre else raw[:, :2]
-        centre = (g_t + 1) * self.centre_scale - 1  # 2 g / A - 1 with g from eqs. 22-23
-        e = torch.clamp(raw[:, 2:], self.glimpse.lo, self.glimpse.hi)  # log sigma^2, log delta~, log gamma
-        return torch.cat([centre, e[:, 1:2] + math.log(self.glimpse.stride), 0.5 * e[:, 0:1], e[:, 2:3]], 1)
+        return {"W_h_t": torch.cat([m.attn.weight, W_hh]).t(), "b_h": torch.cat([m.attn.bias, b]),
+                "W_ih_t": _perm_cols(W_ih, (C, N, N), (2, 1, 0)).t()}  # (c, n, m) -> (m, n, c)
 
     def _unroll(self, x_p: Tensor, h: Tensor, c: Tensor, P: dict[str, Tensor], steps: int,
                 first: bool) -> tuple[Tensor, Tensor]:
-        m, b = self.model, x_p.shape[0]
+        b = x_p.shape[0]
         for t in range(steps):
             if first and t == 0:  # h_0 = 0
                 proj = P["b_h"].expand(b, -1)
@@ -360,9 +344,6 @@ class FusedClassifier(nn.Module):
             raw, g_lstm = proj.split([5, proj.shape[1] - 5], 1)
             F_x, F_y, gamma = self.glimpse(raw)
             g = _read_hca(x_p, F_x, F_y).flatten(1) * gamma[:, None]  # eq. 27, (batch, N N C)
-            if m.cfg.glimpse_net:
-                g = torch.relu(torch.addmm(P["b_glimpse"], g.to(h.dtype), P["W_what_t"])
-                               + F.linear(self._where(raw.float()), m.where.weight))
             gates = torch.addmm(g_lstm, g.to(h.dtype), P["W_ih_t"])
             h, c = lstm_pointwise(gates, c)
         return h, c
@@ -370,7 +351,7 @@ class FusedClassifier(nn.Module):
     def logits(self, x: Tensor) -> Tensor:
         b, T = x.shape[0], self.model.cfg.glimpses
         P = _autocast_weights(self._packed(), x.device)
-        h = x.new_zeros(b, self.model.cfg.hidden)
+        h = x.new_zeros(b, self.model.cfg.lstm_size)
         c = torch.zeros_like(h)
         x_p = _hca(x)
         chunk = self.chunk or T

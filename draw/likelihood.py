@@ -1,4 +1,4 @@
-"""Likelihoods, KL divergence, the variational bound (Gregor et al., 2015, section 2) and
+"""Likelihoods and KL divergence of the variational bound (Gregor et al., 2015, section 2) and
 the importance-sampled NLL estimate (Burda et al., 2016, "Importance Weighted Autoencoders").
 
 All losses are in nats per image: summed over pixels / latent units, never averaged.
@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from datasets.tensors import TensorData
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -41,11 +42,6 @@ def gaussian_log_prob(z: Tensor, mu: Tensor, log_sigma: Tensor) -> Tensor:
 def standard_normal_log_prob(z: Tensor) -> Tensor:
     """log N(z; 0, I) summed over the last axis."""
     return (-0.5 * z.square() - 0.5 * LOG_2PI).sum(-1)
-
-
-def variational_bound(recon: Tensor, kl: Tensor) -> Tensor:
-    """Total loss L = L^x + L^z (eq. 12), ``(batch,)``; ``kl`` is ``(batch, T)`` per step."""
-    return recon + kl.sum(-1)
 
 
 # -- a continuous likelihood for colour images ------------------------------------------
@@ -119,28 +115,25 @@ def iwae_nll(log_weights: Callable[[Tensor], Tensor], x: Tensor, K: int, *, max_
 
 @torch.no_grad()
 def importance_sampled_nll_per_item(
-    model: nn.Module, data: Any, K: int, *, max_rows: int = 4096, batch_size: int = 2000,
+    model: nn.Module, data: TensorData, K: int, *, max_rows: int = 4096, batch_size: int = 2000,
     progress: bool = False,
 ) -> Tensor:
-    """``-log p(x)`` estimates ``(n,)`` float64 for every item of ``data`` (a
-    :class:`draw.train.TensorData`), using ``model.log_importance_weights`` (see :func:`iwae_nll`)."""
+    """``-log p(x)`` estimates ``(n,)`` float64 for every item of ``data``, using
+    ``model.log_importance_weights`` (see :func:`iwae_nll`)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    n = len(data)
     out = []
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n, desc=f"IS NLL (K={K})", leave=False, dynamic_ncols=True)
+        bar = tqdm(total=len(data), desc=f"IS NLL (K={K})", leave=False, dynamic_ncols=True)
     try:
-        for start in range(0, n, batch_size):
-            idx = torch.arange(start, min(start + batch_size, n), device=data.x.device)
-            x, _ = data.batch(idx)
-            out.append(iwae_nll(model.log_importance_weights, x.to(device), K, max_rows=max_rows).cpu())
+        for x, _ in data.batches(batch_size, device=device):
+            out.append(iwae_nll(model.log_importance_weights, x, K, max_rows=max_rows).cpu())
             if bar is not None:
-                bar.update(len(idx))
+                bar.update(len(x))
     finally:
         if bar is not None:
             bar.close()
@@ -148,8 +141,9 @@ def importance_sampled_nll_per_item(
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
 
-def importance_sampled_nll(model: nn.Module, data: Any, K: int, *, max_rows: int = 4096, progress: bool = False) -> float:
+def importance_sampled_nll(model: nn.Module, data: TensorData, K: int, *, max_rows: int = 4096,
+                           progress: bool = False) -> float:
     """Mean over ``data`` of the importance-sampled NLL estimate with ``K`` draws per image, in
     nats per image (see :func:`iwae_nll`). ``model`` provides ``log_importance_weights(x)``
-    (as :class:`draw.model.DRAW` does); ``data`` is a :class:`draw.train.TensorData`."""
+    (as :class:`draw.model.DRAW` does)."""
     return float(importance_sampled_nll_per_item(model, data, K, max_rows=max_rows, progress=progress).mean())

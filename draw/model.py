@@ -13,7 +13,6 @@ import torch
 from torch import Tensor, nn
 
 from draw.attention import AttentionParams, attention_params, filterbank_from, read, write
-from draw.config import DrawConfig
 from draw.likelihood import (
     LOG_2PI,
     bernoulli_nll,
@@ -21,6 +20,49 @@ from draw.likelihood import (
     gaussian_kl,
     standard_normal_log_prob,
 )
+from draw.paper import TABLE3
+
+LIKELIHOODS = ("bernoulli", "logistic")
+WINDOW_INITS = ("zero", "smooth")
+_MNIST = TABLE3["mnist"]
+
+
+@dataclass
+class DrawConfig:
+    """DRAW generative model. Defaults: the paper's MNIST model (Table 3)."""
+
+    image_shape: tuple[int, int, int] = _MNIST.image_shape  # (C, H, W) = (C, B, A)
+    T: int = _MNIST.glimpses  # glimpses (time steps)
+    read_n: int = _MNIST.read_n  # read patch N x N
+    write_n: int = _MNIST.write_n  # write patch N x N
+    lstm_size: int = _MNIST.lstm_size  # units of LSTM_enc and of LSTM_dec (Table 3 gives one width)
+    z_size: int = _MNIST.z_size
+    attention: bool = True  # False: read = [x, x^], write = W(h_dec)
+    # D(x | c_T), eq. 9. "bernoulli": Bernoulli(sigmoid(c_T)), for binary images (MNIST).
+    # "logistic": for 8-bit (colour) images, a logistic with mean sigmoid(c_T) and a learned
+    # scale per channel, discretised to the 256 levels (PixelCNN++'s likelihood with one
+    # component). Chosen over a Gaussian density because it is a probability mass on the
+    # 256 values the data can take: its NLL is a true negative log-likelihood, comparable
+    # across models (as bits per dimension) and bounded below by 0, where a density on
+    # discrete data can be driven to -inf by shrinking its variance.
+    likelihood: str = "bernoulli"
+    # Initial attention windows (the paper does not say). "zero": the default init of the
+    # linear maps of eq. 21, so every window starts centred with its grid spanning the image,
+    # sigma = 1 pixel and gamma = 1; with a 2x2 read the encoder then sees only the 4 corner
+    # pixels and learning is slow to start. "smooth": sigma starts at delta / 2, so the N x N
+    # filters tile the whole image smoothly (the read sees a blurred overview), and the write
+    # gain 1/gamma^ starts where a patch value of 1 adds 1 to the canvas at a filter's centre.
+    window_init: str = "zero"
+
+    def __post_init__(self) -> None:
+        self.image_shape = tuple(int(s) for s in self.image_shape)  # JSON round trip gives lists
+        for name in ("T", "read_n", "write_n", "lstm_size", "z_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
+        if self.window_init not in WINDOW_INITS:
+            raise ValueError(f"window_init must be one of {WINDOW_INITS}, got {self.window_init!r}")
 
 
 @dataclass
@@ -50,16 +92,16 @@ class DRAW(nn.Module):
         self.C, self.B, self.A = C, H, W
         if cfg.attention:
             read_size = 2 * C * cfg.read_n * cfg.read_n
-            self.read_attn = nn.Linear(cfg.dec_size, 5)  # eq. 21 for the read window
-            self.write_attn = nn.Linear(cfg.dec_size, 5)  # eq. 21 for the write window
-            self.write_patch = nn.Linear(cfg.dec_size, C * cfg.write_n * cfg.write_n)  # eq. 28
+            self.read_attn = nn.Linear(cfg.lstm_size, 5)  # eq. 21 for the read window
+            self.write_attn = nn.Linear(cfg.lstm_size, 5)  # eq. 21 for the write window
+            self.write_patch = nn.Linear(cfg.lstm_size, C * cfg.write_n * cfg.write_n)  # eq. 28
         else:
             read_size = 2 * C * H * W  # eq. 17: read(x, x^) = [x, x^]
-            self.write_patch = nn.Linear(cfg.dec_size, C * H * W)  # eq. 18: write = W(h_dec)
-        self.encoder = nn.LSTMCell(read_size + cfg.dec_size, cfg.enc_size)  # eq. 5
-        self.q_mu = nn.Linear(cfg.enc_size, cfg.z_size)  # eq. 6: mu_t = W(h_enc_t)
-        self.q_log_sigma = nn.Linear(cfg.enc_size, cfg.z_size)  # sigma_t = exp(W(h_enc_t))
-        self.decoder = nn.LSTMCell(cfg.z_size, cfg.dec_size)  # eq. 7
+            self.write_patch = nn.Linear(cfg.lstm_size, C * H * W)  # eq. 18: write = W(h_dec)
+        self.encoder = nn.LSTMCell(read_size + cfg.lstm_size, cfg.lstm_size)  # eq. 5
+        self.q_mu = nn.Linear(cfg.lstm_size, cfg.z_size)  # eq. 6: mu_t = W(h_enc_t)
+        self.q_log_sigma = nn.Linear(cfg.lstm_size, cfg.z_size)  # sigma_t = exp(W(h_enc_t))
+        self.decoder = nn.LSTMCell(cfg.z_size, cfg.lstm_size)  # eq. 7
         if cfg.attention and cfg.window_init == "smooth":
             self._smooth_windows()
         if cfg.likelihood == "logistic":
@@ -104,10 +146,10 @@ class DRAW(nn.Module):
         cfg = self.cfg
         zeros = lambda n: torch.zeros(batch, n, device=device, dtype=dtype)  # noqa: E731
         return {
-            "h_enc": zeros(cfg.enc_size),
-            "c_enc": zeros(cfg.enc_size),
-            "h_dec": zeros(cfg.dec_size),
-            "c_dec": zeros(cfg.dec_size),
+            "h_enc": zeros(cfg.lstm_size),
+            "c_enc": zeros(cfg.lstm_size),
+            "h_dec": zeros(cfg.lstm_size),
+            "c_dec": zeros(cfg.lstm_size),
             "c": torch.zeros(batch, self.C, self.B, self.A, device=device, dtype=dtype),
         }
 

@@ -1,4 +1,9 @@
-"""Model kinds, so that a checkpoint (kind + config dict) rebuilds its model alone."""
+"""Model kinds, so that a file (kind + config dict) rebuilds its model alone.
+
+A kind names a model class and its config dataclass (each defined beside its model):
+``build_model(kind, asdict(config))`` is how checkpoints, shipped weights and benches
+rebuild a model.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,8 @@ from torch import nn
 
 def _kinds() -> dict[str, tuple[type, type]]:
     from draw.baselines import ConvBaseline, ConvConfig
-    from draw.classifier import AttentionClassifier
-    from draw.config import ClassifierConfig, DrawConfig
-    from draw.model import DRAW
+    from draw.classifier import AttentionClassifier, ClassifierConfig
+    from draw.model import DRAW, DrawConfig
 
     return {
         "draw": (DRAW, DrawConfig),
@@ -28,14 +32,19 @@ def model_kind(model: nn.Module) -> str:
     raise ValueError(f"{type(model).__name__} is not a registered model kind")
 
 
-def build_model(kind: str, config: dict) -> nn.Module:
-    """A fresh model of ``kind`` from ``asdict(config)`` (as stored in a checkpoint)."""
+def config_class(kind: str) -> type:
+    """The config dataclass of model ``kind``."""
     kinds = _kinds()
     if kind not in kinds:
         raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(kinds)}")
-    cls, cfg_cls = kinds[kind]
+    return kinds[kind][1]
+
+
+def build_model(kind: str, config: dict) -> nn.Module:
+    """A fresh model of ``kind`` from ``asdict(config)`` (as stored in a checkpoint)."""
+    cfg_cls = config_class(kind)
     names = {f.name for f in dataclasses.fields(cfg_cls)}
     unknown = set(config) - names
     if unknown:
         raise ValueError(f"config for {kind!r} has unknown fields: {', '.join(sorted(unknown))}")
-    return cls(cfg_cls(**config))
+    return _kinds()[kind][0](cfg_cls(**config))
