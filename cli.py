@@ -58,22 +58,30 @@ def _friendly_errors(f):
 
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
+        from benchmark.config import ConfigError
         from benchmark.report import OutputDirError
+        from benchmark.runner import BenchError
+        from benchmark.tasks import LikeError
         from datasets.cluttered import ClutterParamError, CorruptDatasetError
-        from datasets.mnist import MnistNotFoundError
-        from draw.train import CheckpointError, NonFiniteError, TrainSettingError
+        from datasets.mnist import MnistDataFolderError, MnistNotFoundError
+        from datasets.natural import NaturalDataNotFoundError
+        from draw.checkpoint import CheckpointError
+        from draw.train import NonFiniteError, TrainSettingError
 
         try:
             return f(*args, **kwargs)
         except ClutterParamError as e:
             raise click.BadParameter(str(e), param_hint="--" + e.param.replace("_", "-")) from None
-        except OutputDirError as e:
+        except (OutputDirError, BenchError) as e:
             raise click.BadParameter(str(e), param_hint="--out") from None
+        except (LikeError, ConfigError) as e:
+            raise click.BadParameter(str(e), param_hint="--like") from None
         except CheckpointError as e:
             raise click.BadParameter(str(e), param_hint="CHECKPOINT") from None
         except TrainSettingError as e:
             raise click.BadParameter(str(e), param_hint="--" + e.param.replace("_", "-")) from None
-        except (MnistNotFoundError, CorruptDatasetError, NonFiniteError) as e:
+        except (MnistNotFoundError, MnistDataFolderError, NaturalDataNotFoundError, CorruptDatasetError,
+                NonFiniteError) as e:
             raise click.ClickException(str(e)) from None
         except OSError as e:  # full disk, unwritable folder, ...
             where = f"{e.filename}: " if e.filename else ""
@@ -190,10 +198,17 @@ def _train_options(f):
         click.option("--batch-size", type=click.IntRange(min=1), default=64),
         click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3),
         click.option("--schedule", type=click.Choice(["constant", "cosine"]), default="constant"),
+        click.option("--warmup-steps", type=click.IntRange(min=0), default=0, help="Linear learning-rate warm-up."),
+        click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0),
         click.option("--grad-clip", type=click.FloatRange(min=0), default=10.0, help="Max gradient norm (0: off)."),
         click.option("--seed", type=click.IntRange(min=0), default=0),
         click.option("--checkpoint-every", type=click.IntRange(min=0), default=500, help="Steps between checkpoints (and one per epoch)."),
-        click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps (smoke runs)."),
+        click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps (smoke runs; the schedule ends there)."),
+        click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Stop after this many minutes of this invocation, checkpointed; --resume continues."),
+        click.option("--like", "like_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+                     help="Train exactly as the bench folder LIKE trained --model (its model, training, data and "
+                          "speed settings; --seed, --out, --resume, --device, --max-minutes still apply)."),
         click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run folder for checkpoints and config."),
         click.option("--resume", is_flag=True, help="Continue from OUT/last.pt exactly where it stopped."),
         _device_option,
@@ -222,6 +237,22 @@ def _speed_options(f):
     return f
 
 
+# The options --like replaces (the others stay the user's).
+_LIKE_KEEPS = {"seed", "out", "resume", "device", "data_dir", "max_minutes", "like_dir", "model", "checkpoint_every"}
+
+
+def _check_like(like_dir: Path | None) -> None:
+    """With --like, no option that --like sets may be given too (a usage error naming it)."""
+    if like_dir is None:
+        return
+    ctx = click.get_current_context()
+    given = sorted(name for name in ctx.params if name not in _LIKE_KEEPS
+                   and ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None))
+    if given:
+        raise click.BadParameter(f"--like takes these settings from {like_dir}; drop "
+                                 + ", ".join("--" + g.replace("_", "-") for g in given), param_hint="--like")
+
+
 def _speed_config(device: str, fused, compile_, compile_unroll, cuda_graphs, amp, tf32):
     from draw.fast import SpeedConfig
 
@@ -233,17 +264,19 @@ def _speed_config(device: str, fused, compile_, compile_unroll, cuda_graphs, amp
 
 def _echo(message: str) -> None:
     """click.echo on rank 0 only (under torchrun every rank runs the command)."""
-    from draw.train import is_main_process
+    from draw.distributed import is_main_process
 
     if is_main_process():
         click.echo(message)
 
 
-def _train_config(epochs, batch_size, lr, schedule, grad_clip, seed, checkpoint_every, max_steps):
-    from draw.config import TrainConfig
+def _train_config(epochs, batch_size, lr, schedule, warmup_steps, weight_decay, grad_clip, seed, checkpoint_every,
+                  max_steps):
+    from draw.train import TrainConfig
 
-    return TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, grad_clip=grad_clip,
-                       seed=seed, checkpoint_every=checkpoint_every, max_steps=max_steps)
+    return TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, warmup_steps=warmup_steps,
+                       weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, checkpoint_every=checkpoint_every,
+                       max_steps=max_steps)
 
 
 def _report_training(result, out: Path) -> None:
@@ -252,6 +285,8 @@ def _report_training(result, out: Path) -> None:
         shown = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k.startswith(("train_", "valid_")))
         _echo(f"epoch {last['epoch']}: {shown}")
     _echo(f"{result.images_per_s:.0f} images/s over {result.train_seconds:.0f} s")
+    if not result.finished:
+        _echo(f"stopped by --max-minutes at step {result.steps}; add --resume to continue")
     _echo(f"wrote {result.last_path} and {result.best_path} (best {result.best.get('metric')} "
           f"{result.best.get('value', float('nan')):.4g} at epoch {result.best.get('epoch')})")
 
@@ -268,60 +303,111 @@ def train_group() -> None:
 @click.option("--lstm-size", type=click.IntRange(min=1), default=256, help="Units of LSTM_enc and LSTM_dec.")
 @click.option("--z-size", type=click.IntRange(min=1), default=100)
 @click.option("--no-attention", is_flag=True, help="DRAW without attention: read [x, x^], write W(h_dec).")
+@click.option("--window-init", type=click.Choice(["zero", "smooth"]), default="zero",
+              help="Initial attention windows (see DrawConfig.window_init; the benches use smooth).")
+@click.option("--n-train", type=click.IntRange(min=1), default=None, help="Training images [default: all 50,000].")
+@click.option("--n-valid", type=click.IntRange(min=1), default=None, help="Validation images [default: all 10,000].")
+@click.option("--model", default=None, help="With --like: the bench's model to train again (draw, draw-noattn).")
 @_train_options
 @_speed_options
 @_friendly_errors
-def train_draw_cmd(T, read_n, write_n, lstm_size, z_size, no_attention, out, resume, device, data_dir,
-                   fused, compile_, compile_unroll, cuda_graphs, amp, tf32, **train_kw) -> None:
-    """Train DRAW on binarized MNIST (defaults: the paper's MNIST model, Table 3)."""
-    from draw.config import DrawConfig
-    from draw.run import train_draw
+def train_draw_cmd(T, read_n, write_n, lstm_size, z_size, no_attention, window_init, n_train, n_valid, model, out,
+                   resume, device, data_dir, max_minutes, like_dir, fused, compile_, compile_unroll, cuda_graphs, amp,
+                   tf32, **train_kw) -> None:
+    """Train DRAW on binarized MNIST (defaults: the paper's MNIST model, Table 3), or with
+    --like any DRAW a `bench nll` folder trained."""
+    from dataclasses import replace
 
+    from benchmark.tasks import like, train_draw
+    from draw.model import DrawConfig
+
+    _check_like(like_dir)
     dev = _check_device(device)
-    speed = _speed_config(dev, fused, compile_, compile_unroll, cuda_graphs, amp, tf32)
-    cfg = DrawConfig(T=T, read_n=read_n, write_n=write_n, enc_size=lstm_size, dec_size=lstm_size, z_size=z_size,
-                     attention=not no_attention)
-    _echo(f"DRAW {'without attention' if no_attention else 'with attention'}: T={T}, read {read_n}x{read_n}, "
-          f"write {write_n}x{write_n}, LSTM {lstm_size}, z {z_size}; device {dev}; speed {speed.label()}")
+    dataset, data_seed = "mnist", 0
+    if like_dir is not None:
+        r = like(like_dir, model or "draw")
+        if r.kind != "draw":
+            raise click.BadParameter(f"{like_dir} model {model!r} is a {r.kind} model; use `train classifier`",
+                                     param_hint="--model")
+        cfg, tcfg, speed = DrawConfig(**r.model_config), replace(r.train, seed=train_kw["seed"]), r.speed
+        dataset, n_train, n_valid, data_seed = r.data["dataset"], r.data["n_train"], r.data["n_valid"], r.data["seed"]
+        tcfg = replace(tcfg, checkpoint_every=train_kw["checkpoint_every"])
+    else:
+        if model is not None:
+            raise click.BadParameter("--model needs --like", param_hint="--model")
+        speed = _speed_config(dev, fused, compile_, compile_unroll, cuda_graphs, amp, tf32)
+        cfg = DrawConfig(T=T, read_n=read_n, write_n=write_n, lstm_size=lstm_size, z_size=z_size,
+                         attention=not no_attention, window_init=window_init)
+        tcfg = _train_config(**train_kw)
+    _echo(f"DRAW {'with' if cfg.attention else 'without'} attention on {dataset}: T={cfg.T}, read {cfg.read_n}x"
+          f"{cfg.read_n}, write {cfg.write_n}x{cfg.write_n}, LSTM {cfg.lstm_size}, z {cfg.z_size}; device {dev}; "
+          f"speed {speed.label()}")
     _run_dir(out, resume)
-    result = train_draw(cfg, _train_config(**train_kw), out, resume=resume, data_dir=data_dir, device=dev, speed=speed)
+    result = train_draw(cfg, tcfg, out, resume=resume, data_dir=data_dir, device=dev, speed=speed, n_train=n_train,
+                        n_valid=n_valid, dataset=dataset, data_seed=data_seed, max_minutes=max_minutes)
     _report_training(result, out)
 
 
 @train_group.command("classifier")
-@click.option("--model", type=click.Choice(["attention", "conv2", "resnet", "resnet18"]), default="attention")
+@click.option("--model", default="attention",
+              help="attention, conv2, resnet or resnet18; with --like, any model of that bench folder.")
 @click.option("--glimpses", type=click.IntRange(min=1), default=8)
 @click.option("--read-n", type=click.IntRange(min=1), default=12)
-@click.option("--hidden", type=click.IntRange(min=1), default=256, help="LSTM units.")
+@click.option("--lstm-size", type=click.IntRange(min=1), default=256, help="LSTM units.")
+@click.option("--width", type=click.IntRange(min=1), default=24, help="Base width of the small ResNet.")
 @click.option("--canvas", type=int, default=100)
 @click.option("--distractors", type=int, default=8)
 @click.option("--distractor-size", type=int, default=8)
 @click.option("--n-train", type=click.IntRange(min=1), default=None, help="Training images [default 60000].")
+@click.option("--n-valid", type=click.IntRange(min=1), default=None, help="Validation images [default 10000].")
+@click.option("--data-seed", type=click.IntRange(min=0), default=0, help="Seed of the generated cluttered sets.")
 @click.option("--fresh-clutter/--fixed-clutter", default=True,
               help="Draw new clutter (positions, distractors) from the training digits every epoch, or train on "
                    "one fixed set.")
 @_train_options
 @_speed_options
 @_friendly_errors
-def train_classifier_cmd(model, glimpses, read_n, hidden, canvas, distractors, distractor_size, n_train, fresh_clutter,
-                         out, resume, device, data_dir, fused, compile_, compile_unroll, cuda_graphs, amp, tf32,
-                         **train_kw) -> None:
-    """Train a classifier on cluttered MNIST (the attention model of section 4.1, or a conv baseline)."""
-    from benchmark.cluttered import build_classifier
-    from datasets.cluttered import ClutterParams
-    from draw.run import train_classifier
+def train_classifier_cmd(model, glimpses, read_n, lstm_size, width, canvas, distractors, distractor_size, n_train,
+                         n_valid, data_seed, fresh_clutter, out, resume, device, data_dir, max_minutes, like_dir, fused,
+                         compile_, compile_unroll, cuda_graphs, amp, tf32, **train_kw) -> None:
+    """Train a classifier on cluttered MNIST (the attention model of section 4.1, or a conv
+    baseline), or with --like any model a `bench cluttered` folder trained."""
+    from dataclasses import replace
 
-    dev = _check_device(device)
-    speed = _speed_config(dev, fused, compile_, compile_unroll, cuda_graphs, amp, tf32)
-    params = ClutterParams(canvas=canvas, distractors=distractors, distractor_size=distractor_size)
-    params.validate()
     import torch
 
-    torch.manual_seed(train_kw["seed"])  # the initial weights, too, are a function of --seed
-    net = build_classifier(model, (1, canvas, canvas), glimpses=glimpses, read_n=read_n, hidden=hidden)
+    from benchmark.classifiers import NAMES, Sizes, classifier_spec
+    from benchmark.tasks import like, train_classifier
+    from datasets.cluttered import ClutterParams
+    from draw.registry import build_model
+
+    _check_like(like_dir)
+    dev = _check_device(device)
+    if like_dir is not None:
+        r = like(like_dir, model)
+        if r.kind == "draw":
+            raise click.BadParameter(f"{like_dir} model {model!r} is a DRAW model; use `train draw`", param_hint="--model")
+        d = r.data
+        kind, config, speed = r.kind, r.model_config, r.speed
+        tcfg = replace(r.train, seed=train_kw["seed"], checkpoint_every=train_kw["checkpoint_every"])
+        canvas, distractors, distractor_size = d["canvas"], d["distractors"], d["distractor_size"]
+        n_train, n_valid, data_seed, fresh_clutter = d["n_train"], d["n_valid"], d["seed"], d["fresh_clutter"]
+    else:
+        if model not in NAMES:
+            raise click.BadParameter(f"unknown model {model!r}; choose from {', '.join(NAMES)}", param_hint="--model")
+        speed = _speed_config(dev, fused, compile_, compile_unroll, cuda_graphs, amp, tf32)
+        tcfg = _train_config(**train_kw)
+        spec = classifier_spec(model, (1, canvas, canvas), tcfg, glimpses=glimpses,
+                               sizes=Sizes(read_n=read_n, lstm_size=lstm_size, resnet_width=width))
+        kind, config = spec.kind, spec.config
+    params = ClutterParams(canvas=canvas, distractors=distractors, distractor_size=distractor_size)
+    torch.manual_seed(tcfg.seed)  # the initial weights, too, are a function of --seed
+    net = build_model(kind, config)
+    _echo(f"{model} ({kind}) on {canvas}x{canvas} cluttered MNIST; device {dev}; speed {speed.label()}")
     _run_dir(out, resume)
-    result = train_classifier(net, _train_config(**train_kw), out, params, n_train=n_train, resume=resume,
-                              data_dir=data_dir, device=dev, speed=speed, fresh_clutter=fresh_clutter)
+    result = train_classifier(net, tcfg, out, params, data_seed=data_seed, n_train=n_train, n_valid=n_valid,
+                              resume=resume, data_dir=data_dir, device=dev, speed=speed, fresh_clutter=fresh_clutter,
+                              max_minutes=max_minutes)
     _report_training(result, out)
 
 
@@ -342,7 +428,7 @@ def eval_group() -> None:
 @_friendly_errors
 def eval_nll_cmd(checkpoint, split, batch_size, K, device, data_dir) -> None:
     """Negative log-likelihood of a DRAW CHECKPOINT on binarized MNIST, nats per image."""
-    from draw.run import eval_nll
+    from benchmark.tasks import eval_nll
 
     r = eval_nll(checkpoint, split=split, data_dir=data_dir, device=_check_device(device), batch_size=batch_size,
                  importance_samples=K)
@@ -362,13 +448,38 @@ def eval_nll_cmd(checkpoint, split, batch_size, K, device, data_dir) -> None:
 @_friendly_errors
 def sample_cmd(checkpoint, n, seed, out, device) -> None:
     """Sample from a DRAW CHECKPOINT: PNG grid, drawing GIF, step-by-step figure."""
-    from draw.run import sample
+    from benchmark.tasks import sample
 
     for name, path in sample(checkpoint, out, n=n, seed=seed, device=_check_device(device)).items():
         click.echo(f"wrote {name}: {path}")
 
 
 # -- benchmarks ----------------------------------------------------------------------------
+def _bench_options(f):
+    """The options every bench shares (declared once)."""
+    for opt in reversed([
+        click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Output folder [default: runs/<preset>/<bench>; the canonical results/ only when named "
+                          "here]."),
+        click.option("--overwrite", is_flag=True,
+                     help="Replace the results of a different config in --out (checkpoints whose settings did not "
+                          "change are kept)."),
+        click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Stop training after this many minutes of this invocation, checkpointed; rerun the same "
+                          "command to continue."),
+        _device_option,
+    ]):
+        f = opt(f)
+    return f
+
+
+def _run_bench(bench, out: Path, overwrite: bool, device: str, data_dir, max_minutes) -> None:
+    from benchmark.runner import run_bench
+
+    run_bench(bench, out, overwrite=overwrite, device=device, data_dir=data_dir, echo=click.echo,
+              max_minutes=max_minutes)
+
+
 @cli.group()
 def bench() -> None:
     """Benchmarks: each writes results.csv, table.md, config.json and plots into --out."""
@@ -379,50 +490,46 @@ def bench() -> None:
 @click.option("--preset", type=click.Choice(PRESETS), default=None, help="[default: paper on GPU, quick on CPU]")
 @click.option("--seeds", type=click.IntRange(1, 20), default=1, help="Training seeds per model.")
 @_classifier_models_option
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output folder [default: results/<preset>/cluttered-T<glimpses>].")
-@click.option("--overwrite", is_flag=True, help="Replace results of a different config in --out.")
-@_device_option
+@_bench_options
 @_data_dir_option
 @_friendly_errors
-def bench_cluttered(glimpses, preset, seeds, models, out, overwrite, device, data_dir) -> None:
+def bench_cluttered(glimpses, preset, seeds, models, out, overwrite, max_minutes, device, data_dir) -> None:
     """100x100 cluttered MNIST (the paper's Table 1): attention classifier vs conv baselines."""
     from benchmark import cluttered
+    from benchmark.classifiers import NAMES
 
     dev = _check_device(device)
     preset = _choose_preset(preset, dev)
-    names = _comma_list(models, cluttered.MODELS, "model(s)", "--models")
-    out = out or Path("results") / preset / f"cluttered-T{glimpses}"
+    names = _comma_list(models, NAMES, "model(s)", "--models")
     cfg = cluttered.bench_config(preset, glimpses=glimpses, seeds=seeds, models=names)
-    cluttered.run(cfg, out, overwrite=overwrite, device=dev, data_dir=data_dir, echo=click.echo)
+    _run_bench(cluttered.ClutteredBench(cfg), out or Path("runs") / preset / f"cluttered-T{glimpses}", overwrite, dev,
+               data_dir, max_minutes)
 
 
 @bench.command("nll")
 @click.option("--preset", type=click.Choice(PRESETS), default=None, help="[default: paper on GPU, quick on CPU]")
 @click.option("--seeds", type=click.IntRange(1, 20), default=1, help="Training seeds per model.")
-@click.option("--dataset", type=click.Choice(["mnist", "twodigit"]), default="mnist",
-              help="Binarized MNIST (Table 2) or two-digit 60x60 MNIST (section 4.3).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output folder [default: results/<preset>/nll-<dataset>].")
-@click.option("--overwrite", is_flag=True, help="Replace results of a different config in --out.")
-@_device_option
+@click.option("--dataset", type=click.Choice(["mnist", "twodigit", "svhn", "cifar10"]), default="mnist",
+              help="Binarized MNIST (Table 2), two-digit 60x60 MNIST (section 4.3), or SVHN / CIFAR-10 (sections "
+                   "4.4-4.5; their files must be in the data folder: the error names them).")
+@_bench_options
 @_data_dir_option
 @_friendly_errors
-def bench_nll(preset, seeds, dataset, out, overwrite, device, data_dir) -> None:
-    """Binarized MNIST NLL (the paper's Table 2): DRAW with and without attention."""
+def bench_nll(preset, seeds, dataset, out, overwrite, max_minutes, device, data_dir) -> None:
+    """Negative log-likelihood (the paper's Table 2): DRAW with and without attention."""
     from benchmark import nll
 
     dev = _check_device(device)
     preset = _choose_preset(preset, dev)
-    out = out or Path("results") / preset / f"nll-{dataset}"
     cfg = nll.bench_config(preset, seeds=seeds, dataset=dataset)
-    nll.run(cfg, out, overwrite=overwrite, device=dev, data_dir=data_dir, echo=click.echo)
+    _run_bench(nll.NllBench(cfg), out or Path("runs") / preset / f"nll-{dataset}", overwrite, dev, data_dir,
+               max_minutes)
 
 
 @bench.command("robustness")
 @click.option("--preset", type=click.Choice(PRESETS), default=None,
-              help="smoke: seconds; quick: the `bench cluttered` quick models, 5,000 test scenes, about 14 minutes "
-                   "on a 2-core CPU; paper: paper-scale training, 10,000 scenes [default: paper on GPU, quick on CPU]")
+              help="smoke: seconds; quick: the `bench cluttered` quick models, 5,000 test scenes; paper: paper-scale "
+                   "training, 10,000 scenes [default: paper on GPU, quick on CPU]")
 @click.option("--seeds", type=click.IntRange(1, 20), default=1, help="Training seeds per model.")
 @_classifier_models_option
 @click.option("--axes", default=",".join(AXIS_NAMES),
@@ -430,27 +537,25 @@ def bench_nll(preset, seeds, dataset, out, overwrite, device, data_dir) -> None:
 @click.option("--from", "from_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Reuse the trained models of this finished `bench cluttered` folder (its models, seeds and "
                    "training data; --models and --seeds are then ignored) instead of training.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output folder [default: results/<preset>/robustness].")
-@click.option("--overwrite", is_flag=True, help="Replace results of a different config in --out.")
-@_device_option
+@_bench_options
 @_data_dir_option
 @_friendly_errors
-def bench_robustness(preset, seeds, models, axes, from_dir, out, overwrite, device, data_dir) -> None:
+def bench_robustness(preset, seeds, models, axes, from_dir, out, overwrite, max_minutes, device, data_dir) -> None:
     """Error, calibration and per-class error of each classifier as cluttered MNIST degrades:
     more or larger clutter, fainter targets, Gaussian and salt-and-pepper noise, occlusion."""
-    from benchmark import cluttered, robustness
+    from benchmark import robustness
+    from benchmark.classifiers import NAMES
 
     dev = _check_device(device)
     preset = _choose_preset(preset, dev)
-    names = _comma_list(models, cluttered.MODELS, "model(s)", "--models")
+    names = _comma_list(models, NAMES, "model(s)", "--models")
     axis_names = _comma_list(axes, AXIS_NAMES, "axis", "--axes")
     try:
         cfg = robustness.bench_config(preset, seeds=seeds, models=names, axes=axis_names, from_dir=from_dir)
     except robustness.RobustnessError as e:
         raise click.BadParameter(str(e), param_hint="--from") from None
-    out = out or Path("results") / preset / "robustness"
-    robustness.run(cfg, out, overwrite=overwrite, device=dev, data_dir=data_dir, echo=click.echo)
+    _run_bench(robustness.RobustnessBench(cfg), out or Path("runs") / preset / "robustness", overwrite, dev, data_dir,
+               max_minutes)
 
 
 @bench.command("speed")
@@ -461,7 +566,7 @@ def bench_robustness(preset, seeds, models, axes, from_dir, out, overwrite, devi
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Timed steps per round [default: from the preset].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="[default: from the preset; 64 for quick/paper]")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output folder [default: results/<preset>/speed-<device>].")
+              help="Output folder [default: runs/<preset>/speed-<device>].")
 @click.option("--overwrite", is_flag=True, help="Replace results of a different config in --out.")
 @_device_option
 @_friendly_errors
@@ -473,9 +578,12 @@ def bench_speed(models, preset, steps, batch_size, out, overwrite, device) -> No
     dev = _check_device(device)
     preset = _choose_preset(preset, dev)
     names = _comma_list(models, speed.MODELS, "model(s)", "--models")
-    out = out or Path("results") / preset / f"speed-{dev}"
     cfg = speed.bench_config(preset, models=names, device=dev, steps=steps, batch_size=batch_size)
-    speed.run(cfg, out, overwrite=overwrite, device=dev, echo=click.echo)
+    _run_bench(speed.SpeedBench(cfg), out or Path("runs") / preset / f"speed-{dev}", overwrite, dev, None, None)
+
+
+BENCHES = {"cluttered": "benchmark.cluttered:ClutteredBench", "nll": "benchmark.nll:NllBench",
+           "robustness": "benchmark.robustness:RobustnessBench", "speed": "benchmark.speed:SpeedBench"}
 
 
 @cli.command("report")
@@ -483,20 +591,19 @@ def bench_speed(models, preset, steps, batch_size, out, overwrite, device) -> No
 @_friendly_errors
 def report_cmd(out) -> None:
     """Redraw the table and plots of a bench folder OUT from its CSV files."""
+    import importlib
     import json
 
-    from benchmark import cluttered, nll, robustness, speed
-
     try:
-        cfg = json.loads((out / "config.json").read_text())["config"]
+        name = json.loads((out / "config.json").read_text())["config"]["bench"]
     except (OSError, ValueError, KeyError, TypeError):
         raise click.BadParameter(f"{out} has no readable bench config.json; is it a bench folder?",
                                  param_hint="OUT") from None
-    writers = {"cluttered": cluttered.write_report, "nll": nll.write_report, "robustness": robustness.write_report,
-               "speed": speed.write_report}
-    if cfg.get("bench") not in writers:
+    if name not in BENCHES:
         raise click.BadParameter(f"{out} holds no known bench results", param_hint="OUT")
-    for path in writers[cfg["bench"]](out, cfg):
+    module, cls = BENCHES[name].split(":")
+    bench_cls = getattr(importlib.import_module(module), cls)
+    for path in bench_cls.write_report(out, bench_cls.from_folder(out).cfg):
         click.echo(f"wrote {path}")
 
 

@@ -2,244 +2,219 @@
 
 Trains the read-only attention classifier ("Differentiable RAM", section 4.1) and the
 convolutional baselines on the same generated data, evaluates each on the 10,000-image
-test set, and writes results.csv, curves.csv, predictions.csv, table.md, config.json and
-plots into one folder. Every model trains in its own checkpointed run folder, so a killed
-bench rerun with the same command resumes the unfinished model and skips finished ones.
+test set, and writes results.csv, curves.csv, predictions.csv, glimpses.csv, table.md,
+config.json, plots and each model's weights (``weights/<model>-seed<k>.safetensors``).
+Every model trains in its own checkpointed run folder, so a killed bench rerun with the
+same command resumes the unfinished model and skips finished ones.
 """
 
 from __future__ import annotations
 
-import copy
-import shutil
-from collections.abc import Callable
-from dataclasses import asdict
-from datetime import datetime, timezone
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from benchmark import paper
+from benchmark.classifiers import LABELS, NAMES, ModelSpec, Sizes, classifier_spec, predict
 from benchmark.report import (
     append_csv,
-    append_results,
-    atomic_write_text,
     markdown_table,
-    prepare_out_dir,
-    read_results,
     save_figure,
-    set_plot_style,
-    stale_runs,
     summarize,
-    write_config,
 )
-from draw.baselines import ConvBaseline, ConvConfig
-from draw.classifier import AttentionClassifier
-from draw.config import ClassifierConfig, TrainConfig
-from draw.train import TensorData, load_model, train
+from benchmark.runner import Bench, Job, OutOfTime, RunContext
+from datasets.cluttered import ClutterParams
+from datasets.tensors import TensorData
+from draw.checkpoint import load_model, save_weights
+from draw.fast import SpeedConfig
+from draw.train import TrainConfig, train
 
-MODELS = ("attention", "conv2", "resnet", "resnet18")
-MODEL_LABELS = {
-    "attention": "Differentiable RAM (ours)",
-    "conv2": "Convolutional, 2 layers (ours)",
-    "resnet": "Small ResNet (ours)",
-    "resnet18": "ResNet-18 (ours)",
-}
+DEFAULT_MODELS = ("attention", "conv2", "resnet")
 
-# Data and model sizes per preset. "quick" is sized for a 2-core CPU (the whole command
-# within 15 minutes); "paper" is the paper's setting (full data, 8 glimpses of 12x12,
-# LSTM 256) with a GPU training budget; "smoke" runs in seconds for tests.
-PRESETS: dict[str, dict] = {
-    "smoke": {
-        "data": {"canvas": 40, "distractors": 4, "distractor_size": 6, "n_train": 256, "n_valid": 64, "n_test": 128,
-                 "fresh_clutter": True},
-        "attention": {"read_n": 6, "hidden": 32},
-        "resnet_width": 8,
-        "train": {
-            "attention": {"epochs": 2, "batch_size": 32, "lr": 3e-3},
-            "conv2": {"epochs": 2, "batch_size": 32, "lr": 1e-3},
-            "resnet": {"epochs": 2, "batch_size": 32, "lr": 1e-3},
-            "resnet18": {"epochs": 1, "batch_size": 32, "lr": 1e-3},
-        },
-    },
-    "quick": {
-        "data": {"canvas": 100, "distractors": 8, "distractor_size": 8, "n_train": 60000, "n_valid": 2000, "n_test": 10000,
-                 "fresh_clutter": True},
-        "attention": {"read_n": 12, "hidden": 256},
-        "resnet_width": 16,
-        "train": {
+
+@dataclass
+class ClutteredData:
+    """The generated data of a cluttered bench (see :mod:`datasets.cluttered`)."""
+
+    canvas: int = 100
+    distractors: int = 8
+    distractor_size: int = 8
+    n_train: int = 60000
+    n_valid: int = 10000
+    n_test: int = 10000
+    fresh_clutter: bool = True  # new clutter from the training digits every epoch
+    seed: int = 0
+
+    def params(self) -> ClutterParams:
+        return ClutterParams(canvas=self.canvas, distractors=self.distractors, distractor_size=self.distractor_size)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (1, self.canvas, self.canvas)
+
+
+@dataclass
+class ClutteredPreset:
+    """Data, model sizes and per-model training settings of one preset."""
+
+    data: ClutteredData
+    sizes: Sizes
+    train: dict[str, TrainConfig]
+
+
+def _tc(**kw: object) -> TrainConfig:
+    return TrainConfig(log_every=50, checkpoint_every=500, **kw)
+
+
+# "smoke" runs in seconds (tests); "quick" is sized for a 2-core CPU; "paper" is the paper's
+# setting (full data, 8 glimpses of 12x12, LSTM 256) trained to convergence.
+PRESETS: dict[str, ClutteredPreset] = {
+    "smoke": ClutteredPreset(
+        ClutteredData(canvas=40, distractors=4, distractor_size=6, n_train=256, n_valid=64, n_test=128),
+        Sizes(read_n=6, lstm_size=32, resnet_width=8),
+        {"attention": _tc(epochs=2, batch_size=32, lr=3e-3), "conv2": _tc(epochs=2, batch_size=32, lr=1e-3),
+         "resnet": _tc(epochs=2, batch_size=32, lr=1e-3), "resnet18": _tc(epochs=1, batch_size=32, lr=1e-3)},
+    ),
+    "quick": ClutteredPreset(
+        ClutteredData(n_valid=2000),
+        Sizes(read_n=12, lstm_size=256, resnet_width=16),
+        {
             # lr 2e-3 collapsed to chance mid-run twice on this data (a loss spike, then windows
             # stuck); 1e-3 with a longer warm-up and tighter clipping trains stably.
-            "attention": {"epochs": 16, "batch_size": 64, "lr": 1e-3, "schedule": "cosine", "warmup_steps": 500,
-                          "grad_clip": 2.0},
+            "attention": _tc(epochs=16, batch_size=64, lr=1e-3, schedule="cosine", warmup_steps=500, grad_clip=2.0),
             # with new clutter every epoch: 25.8% test error after 20 epochs at lr 3e-3 (33.4% after 12 at
             # 1e-3); on one fixed set it memorised the clutter instead (56% validation error, train loss 0.03)
-            "conv2": {"epochs": 20, "batch_size": 64, "lr": 3e-3, "schedule": "cosine"},
-            "resnet": {"epochs": 2, "batch_size": 64, "lr": 2e-3, "schedule": "cosine", "warmup_steps": 100},
-            "resnet18": {"epochs": 1, "batch_size": 64, "lr": 1e-3, "schedule": "cosine"},
+            "conv2": _tc(epochs=20, batch_size=64, lr=3e-3, schedule="cosine"),
+            "resnet": _tc(epochs=2, batch_size=64, lr=2e-3, schedule="cosine", warmup_steps=100),
+            "resnet18": _tc(epochs=1, batch_size=64, lr=1e-3, schedule="cosine"),
         },
-    },
-    "paper": {
-        "data": {"canvas": 100, "distractors": 8, "distractor_size": 8, "n_train": 60000, "n_valid": 10000, "n_test": 10000,
-                 "fresh_clutter": True},
-        "attention": {"read_n": 12, "hidden": 256},
-        "resnet_width": 32,
-        "train": {
-            "attention": {"epochs": 100, "batch_size": 128, "lr": 1e-3, "schedule": "cosine", "warmup_steps": 1000,
-                          "grad_clip": 2.0},
-            "conv2": {"epochs": 100, "batch_size": 128, "lr": 3e-3, "schedule": "cosine"},
-            "resnet": {"epochs": 30, "batch_size": 128, "lr": 2e-3, "schedule": "cosine", "warmup_steps": 500},
-            "resnet18": {"epochs": 30, "batch_size": 128, "lr": 1e-3, "schedule": "cosine", "warmup_steps": 500},
+    ),
+    "paper": ClutteredPreset(
+        ClutteredData(),
+        Sizes(read_n=12, lstm_size=256, resnet_width=32),
+        {
+            "attention": _tc(epochs=100, batch_size=128, lr=1e-3, schedule="cosine", warmup_steps=1000, grad_clip=2.0),
+            "conv2": _tc(epochs=100, batch_size=128, lr=3e-3, schedule="cosine"),
+            "resnet": _tc(epochs=30, batch_size=128, lr=2e-3, schedule="cosine", warmup_steps=500),
+            "resnet18": _tc(epochs=30, batch_size=128, lr=1e-3, schedule="cosine", warmup_steps=500),
         },
-    },
+    ),
 }
 
 
-def build_classifier(name: str, image_shape: tuple[int, int, int], *, glimpses: int = 8, read_n: int = 12,
-                     hidden: int = 256, width: int = 32) -> nn.Module:
-    """A fresh classifier by bench name: the attention model or a conv baseline."""
-    if name == "attention":
-        return AttentionClassifier(ClassifierConfig(image_shape=image_shape, glimpses=glimpses, read_n=read_n, hidden=hidden))
-    if name in ("conv2", "resnet", "resnet18"):
-        C, H, W = image_shape
-        return ConvBaseline(ConvConfig(arch=name, in_channels=C, image_size=(H, W), width=width))
-    raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+@dataclass
+class ClutteredConfig:
+    """Everything one ``bench cluttered`` run depends on (written to config.json)."""
+
+    preset: str
+    glimpses: int
+    seeds: list[int]
+    data: ClutteredData
+    models: dict[str, ModelSpec]
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
+    bench: str = "cluttered"
 
 
-def bench_config(preset: str, *, glimpses: int = 8, seeds: int = 1, models: list[str] | None = None) -> dict:
-    """The full, JSON-serialisable configuration of one bench run."""
-    p = copy.deepcopy(PRESETS[preset])
-    models = list(models or ["attention", "conv2", "resnet"])
-    return {
-        "bench": "cluttered",
-        "preset": preset,
-        "glimpses": glimpses,
-        "seeds": list(range(seeds)),
-        "models": models,
-        "data": {**p["data"], "seed": 0},
-        "attention": {**p["attention"], "glimpses": glimpses},
-        "resnet_width": p["resnet_width"],
-        "train": {m: asdict(TrainConfig(**p["train"][m], log_every=50, checkpoint_every=500)) for m in models},
-    }
+def bench_config(preset: str, *, glimpses: int = 8, seeds: int = 1, models: list[str] | None = None,
+                 speed: SpeedConfig | None = None) -> ClutteredConfig:
+    """The config of ``bench cluttered --preset PRESET --glimpses G --seeds S --models ...``."""
+    p = PRESETS[preset]
+    names = list(models or DEFAULT_MODELS)
+    unknown = sorted(set(names) - set(NAMES))
+    if unknown:
+        raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(NAMES)}")
+    specs = {m: classifier_spec(m, p.data.image_shape, p.train[m], glimpses=glimpses, sizes=p.sizes) for m in names}
+    return ClutteredConfig(preset=preset, glimpses=glimpses, seeds=list(range(seeds)), data=replace(p.data),
+                           models=specs, speed=speed or SpeedConfig())
 
 
-def _variant(name: str, cfg: dict) -> str:
-    a = cfg["attention"]
-    if name == "attention":
-        return f"T={a['glimpses']}, read {a['read_n']}x{a['read_n']}, LSTM {a['hidden']}"
-    if name == "resnet":
-        return f"width {cfg['resnet_width']}"
-    return ""
+class ClutteredBench(Bench):
+    name = "cluttered"
+    config_class = ClutteredConfig
 
+    def done_metric(self) -> str:
+        return "test_error_pct"
 
-@torch.no_grad()
-def predict(model: nn.Module, data: TensorData, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Predicted classes ``(n,)``, their softmax confidence ``(n,)`` and, for the attention
-    model, the glimpse windows ``(n, T, 5)``."""
-    model.eval()
-    device = next(model.parameters()).device
-    preds, confs, windows = [], [], []
-    for start in range(0, len(data), batch_size):
-        idx = torch.arange(start, min(start + batch_size, len(data)), device=data.x.device)
-        x, _ = data.batch(idx)
-        out = model(x.to(device))
-        logits, w = out if isinstance(out, tuple) else (out, None)
-        p = logits.softmax(1)
-        conf, pred = p.max(1)
-        preds.append(pred.cpu())
-        confs.append(conf.cpu())
-        if w is not None:
-            windows.append(w.cpu())
-    return (torch.cat(preds).numpy(), torch.cat(confs).numpy(),
-            torch.cat(windows).numpy() if windows else None)
+    def setup(self, ctx: RunContext, todo: list[Job]) -> None:
+        d = self.cfg.data
+        params = d.params()
+        ctx.echo(f"data: {d.canvas}x{d.canvas} cluttered MNIST, {d.distractors} distractors of "
+                 f"{d.distractor_size}x{d.distractor_size}; {d.n_train} train / {d.n_valid} valid / {d.n_test} test")
+        from benchmark.data import cluttered_data, fresh_cluttered
 
+        self.train_data = cluttered_data("train", params, d.seed, d.n_train, ctx.data_dir).to(ctx.device)
+        self.valid_data = cluttered_data("valid", params, d.seed, d.n_valid, ctx.data_dir).to(ctx.device)
+        self.test_data = cluttered_data("test", params, d.seed, d.n_test, ctx.data_dir).to(ctx.device)
+        self.epoch_data = None
+        if d.fresh_clutter:
+            ctx.echo("training data: new clutter from the training digits every epoch (the first epoch: the cached set)")
+            self.epoch_data = fresh_cluttered(params, d.seed, d.n_train, ctx.data_dir, ctx.device)
+        ctx.echo(f"speed: {self.cfg.speed.label()}")
 
-def run(cfg: dict, out: str | Path, *, overwrite: bool = False, device: str = "cpu",
-        data_dir: str | Path | None = None, echo: Callable[[str], None] = print, progress: bool = True) -> pd.DataFrame:
-    """Run the bench described by ``cfg`` (see :func:`bench_config`) into ``out``; returns results."""
-    from datasets.cluttered import ClutterParams
-    from draw.run import cluttered_data
+    def run_job(self, ctx: RunContext, job: Job) -> list[dict]:
+        cfg, name, seed = self.cfg, job.model, job.seed
+        spec = cfg.models[name]
+        run_dir = ctx.run_dir(job)
+        ctx.claim_run_dir(run_dir, {"model": {"kind": spec.kind, "config": spec.config}, "train": asdict(spec.train),
+                                    "data": asdict(cfg.data), "speed": asdict(cfg.speed), "seed": seed})
+        torch.manual_seed(seed)
+        net = spec.build()
+        tcfg = replace(spec.train, seed=seed)
+        n_params = sum(p.numel() for p in net.parameters())
+        ctx.echo(f"{name} seed {seed}: {n_params:,} parameters, {tcfg.epochs} epochs -> {run_dir}")
 
-    stale = stale_runs(out, cfg, per_model="train") if overwrite else []
-    out = prepare_out_dir(out, cfg, overwrite)
-    for run_dir in stale:  # checkpoints of a replaced config must not be resumed
-        shutil.rmtree(run_dir)
-    started = datetime.now(timezone.utc)
-    write_config(out, cfg, started)
-    d = cfg["data"]
-    params = ClutterParams(canvas=d["canvas"], distractors=d["distractors"], distractor_size=d["distractor_size"])
-    params.validate()
-    dev = torch.device(device)
-    echo(f"data: {d['canvas']}x{d['canvas']} cluttered MNIST, {d['distractors']} distractors of "
-         f"{d['distractor_size']}x{d['distractor_size']}; {d['n_train']} train / {d['n_valid']} valid / {d['n_test']} test")
-    train_data = cluttered_data("train", params, d["seed"], d["n_train"], data_dir).to(dev)
-    valid_data = cluttered_data("valid", params, d["seed"], d["n_valid"], data_dir).to(dev)
-    test_data = cluttered_data("test", params, d["seed"], d["n_test"], data_dir).to(dev)
-    image_shape = tuple(train_data.x.shape[1:])
-    labels = test_data.y.cpu().numpy()
-    epoch_data = None
-    if d.get("fresh_clutter"):
-        from draw.run import fresh_cluttered
-
-        echo("training data: new clutter from the training digits every epoch (the first epoch: the cached set)")
-        epoch_data = fresh_cluttered(params, d["seed"], d["n_train"], data_dir, dev)
-
-    for seed in cfg["seeds"]:
-        for name in cfg["models"]:
-            done = read_results(out)
-            if ((done["model"] == name) & (done["seed"] == seed) & (done["metric"] == "test_error_pct")).any():
-                echo(f"{name} seed {seed}: already in {out / 'results.csv'}, skipped")
-                continue
-            a = cfg["attention"]
-            torch.manual_seed(seed)
-            net = build_classifier(name, image_shape, glimpses=a["glimpses"], read_n=a["read_n"], hidden=a["hidden"],
-                                   width=cfg["resnet_width"])
-            tcfg = TrainConfig(**{**cfg["train"][name], "seed": seed})
-            run_dir = out / "runs" / f"{name}-seed{seed}"
-            n_params = sum(p.numel() for p in net.parameters())
-            echo(f"{name} seed {seed}: {n_params:,} parameters, {tcfg.epochs} epochs -> {run_dir}")
-            def report_epoch(row: dict, name: str = name, epochs: int = tcfg.epochs) -> None:
-                echo(f"  {name} epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.3f}, "
+        def report_epoch(row: dict) -> None:
+            ctx.echo(f"  {name} epoch {row['epoch']}/{tcfg.epochs}: train loss {row['train_loss']:.3f}, "
                      f"valid error {100 * row['valid_error']:.2f}% ({row['seconds']:.0f} s)")
 
-            result = train(net, train_data, valid_data, tcfg, run_dir, resume=True, device=dev, select="error",
-                           progress=progress, desc=name, on_epoch_end=report_epoch, epoch_data=epoch_data)
-            best, _ = load_model(run_dir / "best.pt", dev)
-            pred, conf, windows = predict(best, test_data)
-            err = 100.0 * float((pred != labels).mean())
-            echo(f"{name} seed {seed}: test error {err:.2f}% (best epoch {result.best.get('epoch')}, "
+        result = train(net, self.train_data, self.valid_data, tcfg, run_dir, resume=True, device=ctx.device,
+                       select="error", progress=ctx.progress, desc=name, on_epoch_end=report_epoch, speed=cfg.speed,
+                       epoch_data=self.epoch_data, deadline=ctx.deadline)
+        if not result.finished:
+            raise OutOfTime(str(job))
+        best, _ = load_model(run_dir / "best.pt", ctx.device)
+        save_weights(best, ctx.weights_path(job), {"train": asdict(tcfg), "data": asdict(cfg.data)})
+        labels = self.test_data.y.cpu().numpy()
+        pred, conf, windows = predict(best, self.test_data)
+        err = 100.0 * float((pred != labels).mean())
+        ctx.echo(f"{name} seed {seed}: test error {err:.2f}% (best epoch {result.best.get('epoch')}, "
                  f"{result.images_per_s:.0f} images/s)")
-            variant = _variant(name, cfg)
-            base = {"bench": "cluttered", "model": name, "variant": variant, "preset": cfg["preset"], "seed": seed}
-            best_epoch = next(r for r in result.history if r["epoch"] == result.best["epoch"])
-            rows = [
-                {**base, "split": "test", "metric": "test_error_pct", "value": err},
-                {**base, "split": "valid", "metric": "valid_error_pct", "value": 100 * best_epoch["valid_error"]},
-                {**base, "split": "train", "metric": "train_s", "value": result.train_seconds},
-                {**base, "split": "train", "metric": "images_per_s", "value": result.images_per_s},
-                {**base, "split": "train", "metric": "epochs", "value": float(len(result.history))},
-                {**base, "split": "train", "metric": "n_params", "value": float(n_params)},
-            ]
-            curves = pd.DataFrame([
-                {"model": name, "seed": seed, "epoch": r["epoch"], "train_error_pct": 100 * r["train_error"],
-                 "valid_error_pct": 100 * r["valid_error"], "train_loss": r["train_loss"], "valid_loss": r["valid_loss"]}
-                for r in result.history
-            ])
-            append_csv(out / "curves.csv", curves, key=["model", "seed", "epoch"])
-            predictions = pd.DataFrame({"model": name, "seed": seed, "index": np.arange(len(labels)),
-                                        "label": labels, "pred": pred, "confidence": conf})
-            append_csv(out / "predictions.csv", predictions, key=["model", "seed", "index"])
-            if windows is not None:
-                append_csv(out / "glimpses.csv", glimpse_frame(name, seed, windows[:16]), key=["model", "seed", "index", "t"])
-                if seed == cfg["seeds"][0]:
-                    _glimpse_figure(out, test_data, labels, pred, windows, a["read_n"])
-            append_results(out, rows)  # last: a row in results.csv means this model is done
-    write_report(out, cfg)
-    write_config(out, cfg, started, datetime.now(timezone.utc))
-    echo(f"wrote {out / 'results.csv'}, {out / 'table.md'}, {out / 'config.json'} and plots in {out}")
-    return read_results(out)
+        base = {"bench": "cluttered", "model": name, "variant": spec.variant, "preset": cfg.preset, "seed": seed}
+        best_epoch = next(r for r in result.history if r["epoch"] == result.best["epoch"])
+        rows = [
+            {**base, "split": "test", "metric": "test_error_pct", "value": err},
+            {**base, "split": "valid", "metric": "valid_error_pct", "value": 100 * best_epoch["valid_error"]},
+            {**base, "split": "train", "metric": "train_s", "value": result.train_seconds},
+            {**base, "split": "train", "metric": "images_per_s", "value": result.images_per_s},
+            {**base, "split": "train", "metric": "epochs", "value": float(len(result.history))},
+            {**base, "split": "train", "metric": "n_params", "value": float(n_params)},
+        ]
+        curves = pd.DataFrame([
+            {"model": name, "seed": seed, "epoch": r["epoch"], "train_error_pct": 100 * r["train_error"],
+             "valid_error_pct": 100 * r["valid_error"], "train_loss": r["train_loss"], "valid_loss": r["valid_loss"]}
+            for r in result.history
+        ])
+        append_csv(ctx.out / "curves.csv", curves, key=["model", "seed", "epoch"])
+        predictions = pd.DataFrame({"model": name, "seed": seed, "index": np.arange(len(labels)), "label": labels,
+                                    "pred": pred, "confidence": conf})
+        append_csv(ctx.out / "predictions.csv", predictions, key=["model", "seed", "index"])
+        if windows is not None:
+            append_csv(ctx.out / "glimpses.csv", glimpse_frame(name, seed, windows[:16]),
+                       key=["model", "seed", "index", "t"])
+            if seed == cfg.seeds[0] and spec.kind == "classifier":
+                _glimpse_figure(ctx.out, self.test_data, labels, pred, windows, spec.config["read_n"])
+        return rows
+
+    @classmethod
+    def table(cls, out: Path, df: pd.DataFrame, cfg: ClutteredConfig) -> str:
+        return table(out, df, cfg)
+
+    @classmethod
+    def plots(cls, out: Path, df: pd.DataFrame, cfg: ClutteredConfig) -> list[Path]:
+        return plots(out, df, cfg)
 
 
 def glimpse_frame(model: str, seed: int, windows: np.ndarray) -> pd.DataFrame:
@@ -256,30 +231,29 @@ def glimpse_frame(model: str, seed: int, windows: np.ndarray) -> pd.DataFrame:
 
 def _glimpse_figure(out: Path, test_data: TensorData, labels: np.ndarray, pred: np.ndarray,
                     windows: np.ndarray, read_n: int, n: int = 12) -> Path:
-    from draw.visualize import plot_glimpses
+    from benchmark.pictures import plot_glimpses
 
-    idx = torch.arange(n)
-    x, _ = test_data.batch(idx.to(test_data.x.device))
+    x, _ = next(test_data.batches(n))
     titles = [f"label {labels[i]}, predicted {pred[i]}" + ("" if labels[i] == pred[i] else " (wrong)") for i in range(n)]
     return plot_glimpses(x.cpu(), windows[:n], read_n, out / "glimpses.png", titles=titles)
 
 
-def write_report(out: str | Path, cfg: dict) -> list[Path]:
-    """table.md and the plots, from the CSV files in ``out`` alone."""
-    out = Path(out)
-    df = read_results(out)
-    written = [_write_table(out, df, cfg)]
-    if df.empty:
-        return written
+def _label(cfg: ClutteredConfig, model: str) -> str:
+    spec = cfg.models.get(model)
+    return spec.label if spec is not None and spec.label else LABELS.get(model, model)
+
+
+def plots(out: Path, df: pd.DataFrame, cfg: ClutteredConfig) -> list[Path]:
+    """The plots, from the CSV files in ``out`` alone (results.csv is ``df``)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
     from sklearn.metrics import confusion_matrix
 
-    set_plot_style()
+    written: list[Path] = []
     err = df[df.metric == "test_error_pct"].copy()
-    err["label"] = err.model.map(MODEL_LABELS)
+    err["label"] = err.model.map(lambda m: _label(cfg, m))
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    order = [MODEL_LABELS[m] for m in cfg["models"] if m in set(err.model)]
+    order = [_label(cfg, m) for m in cfg.models if m in set(err.model)]
     sns.barplot(data=err, y="label", x="value", order=order, errorbar="sd", ax=ax, color="#4C72B0", alpha=0.85)
     if err.seed.nunique() > 1:
         sns.stripplot(data=err, y="label", x="value", order=order, ax=ax, color="black", size=4)
@@ -292,15 +266,14 @@ def write_report(out: str | Path, cfg: dict) -> list[Path]:
         ax.text(v, i, f" {v:.2f}%", va="center", fontsize=9)
     ax.set_xlabel("test error (%), lower is better; dashed: the paper's Table 1")
     ax.set_ylabel("")
-    ax.set_title(f"{cfg['data']['canvas']}x{cfg['data']['canvas']} cluttered MNIST, preset {cfg['preset']}, "
-                 f"{len(cfg['seeds'])} seed(s)")
+    ax.set_title(f"{cfg.data.canvas}x{cfg.data.canvas} cluttered MNIST, preset {cfg.preset}, {len(cfg.seeds)} seed(s)")
     written.append(out / "test_error.png")
     save_figure(fig, written[-1])
 
     curves_path = out / "curves.csv"
     if curves_path.exists():
         curves = pd.read_csv(curves_path)
-        curves["label"] = curves.model.map(MODEL_LABELS)
+        curves["label"] = curves.model.map(lambda m: _label(cfg, m))
         fig, ax = plt.subplots(figsize=(7, 4.2))
         sns.lineplot(data=curves, x="epoch", y="valid_error_pct", hue="label", marker="o", errorbar="sd", ax=ax)
         ax.set_yscale("log")
@@ -314,14 +287,14 @@ def write_report(out: str | Path, cfg: dict) -> list[Path]:
     if pred_path.exists():
         preds = pd.read_csv(pred_path)
         first = preds[preds.seed == preds.seed.min()]
-        models = [m for m in cfg["models"] if m in set(first.model)]
+        models = [m for m in cfg.models if m in set(first.model)]
         fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 4), squeeze=False)
         for ax, m in zip(axes[0], models, strict=True):
             p = first[first.model == m]
             cm = confusion_matrix(p.label, p.pred, labels=list(range(10)), normalize="true") * 100
             sns.heatmap(cm, annot=True, fmt=".0f", cmap="Blues", vmin=0, vmax=100, cbar=False, ax=ax,
                         annot_kws={"fontsize": 7})
-            ax.set_title(f"{MODEL_LABELS[m]}\nerror {100 * (p.label != p.pred).mean():.2f}%", fontsize=9)
+            ax.set_title(f"{_label(cfg, m)}\nerror {100 * (p.label != p.pred).mean():.2f}%", fontsize=9)
             ax.set_xlabel("predicted")
             ax.set_ylabel("true")
         fig.suptitle("Confusion matrices (% of each true class), first seed", fontsize=10, y=1.04)
@@ -330,26 +303,23 @@ def write_report(out: str | Path, cfg: dict) -> list[Path]:
     return written
 
 
-def _write_table(out: Path, df: pd.DataFrame, cfg: dict) -> Path:
+def table(out: Path, df: pd.DataFrame, cfg: ClutteredConfig) -> str:
     """table.md: our test error (mean +- sd over seeds) beside the paper's Table 1."""
-    d = cfg["data"]
-    lines = [f"# {d['canvas']}x{d['canvas']} cluttered translated MNIST (Table 1), preset `{cfg['preset']}`", ""]
-    lines.append(f"Data: {d['n_train']} training images, {d['n_test']} test images, {d['distractors']} distractors of "
-                 f"{d['distractor_size']}x{d['distractor_size']}"
-                 + ("; new clutter from the training digits every epoch" if d.get("fresh_clutter") else "")
-                 + f"; seeds: {len(cfg['seeds'])}.")
+    d = cfg.data
+    lines = [f"# {d.canvas}x{d.canvas} cluttered translated MNIST (Table 1), preset `{cfg.preset}`", ""]
+    lines.append(f"Data: {d.n_train} training images, {d.n_test} test images, {d.distractors} distractors of "
+                 f"{d.distractor_size}x{d.distractor_size}"
+                 + ("; new clutter from the training digits every epoch" if d.fresh_clutter else "")
+                 + f"; seeds: {len(cfg.seeds)}; training path: {cfg.speed.label()}.")
     lines.append("")
     rows = []
-    err = df[df.metric == "test_error_pct"]
-    if not err.empty:
+    if not df[df.metric == "test_error_pct"].empty:
         s = summarize(df, "test_error_pct", by=("model", "variant"))
-        extra = {}
-        for metric in ("train_s", "images_per_s", "epochs", "n_params"):
-            m = df[df.metric == metric].groupby("model").value.mean()
-            extra[metric] = m
+        extra = {metric: df[df.metric == metric].groupby("model").value.mean()
+                 for metric in ("train_s", "images_per_s", "epochs", "n_params")}
         for _, r in s.iterrows():
             rows.append({
-                "model": MODEL_LABELS.get(r["model"], r["model"]),
+                "model": _label(cfg, r["model"]),
                 "setting": r["variant"] if isinstance(r["variant"], str) else "",
                 "test error (%)": f"{r['mean']:.2f} ± {r['std']:.2f} (n={int(r['n'])})",
                 "parameters": f"{int(extra['n_params'].get(r['model'], 0)):,}",
@@ -362,10 +332,8 @@ def _write_table(out: Path, df: pd.DataFrame, cfg: dict) -> Path:
                      "epochs": "", "train time (s)": "", "source": r.source})
     lines.append(markdown_table(pd.DataFrame(rows)))
     lines.append("")
-    if cfg["preset"] != "paper":
-        lines.append(f"The `{cfg['preset']}` preset trains for a fixed, small budget (see config.json) so that it runs on a "
-                     "2-core CPU; the paper's numbers come from full training. Run `--preset paper` on a GPU to compare "
-                     "like with like.")
-    path = out / "table.md"
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    return path
+    if cfg.preset != "paper":
+        lines.append(f"The `{cfg.preset}` preset trains for a fixed, small budget (see config.json) so that it runs on a "
+                     "2-core CPU; the paper's numbers come from full training. Run `--preset paper` to compare like "
+                     "with like.")
+    return "\n".join(lines) + "\n"

@@ -5,7 +5,8 @@ Neural Network For Image Generation", ICML 2015, arXiv 1502.04623.
 
 - ``table1()``: Table 1, test error on 100x100 cluttered translated MNIST.
 - ``table2()``: Table 2, negative log-likelihood on binarized MNIST (test set).
-- ``table3()``: Table 3, the experimental hyper-parameters per data set.
+- ``table3()``: Table 3, the experimental hyper-parameters per data set (kept in
+  :mod:`draw.paper`, from which the model defaults are derived).
 
 Benchmarks put these beside their own results in ``table.md``; the frames are
 built fresh on every call, so a caller may modify what it gets.
@@ -65,18 +66,6 @@ _TABLE2 = [
     ("DRAW", "≤", 80.97, None),
 ]
 
-# Table 3 (DRAW paper): "Experimental Hyper-Parameters". Sizes N mean N x N
-# patches; None (NaN in the frame) where the paper prints "-": the classifier
-# has no latent z and does not write.
-_TABLE3 = [
-    # (task, dataset, glimpses, lstm_size, z_size, read_size, write_size)
-    ("100 x 100 MNIST Classification", "cluttered_mnist_100", 8, 256, None, 12, None),
-    ("MNIST Model", "mnist", 64, 256, 100, 2, 5),
-    ("SVHN Model", "svhn", 32, 800, 100, 12, 12),
-    ("CIFAR Model", "cifar10", 64, 400, 200, 5, 5),
-]
-
-
 def table1() -> pd.DataFrame:
     """DRAW Table 1: columns model, glimpses, test_error_pct, source.
 
@@ -103,13 +92,18 @@ def table2() -> pd.DataFrame:
 
 
 def table3() -> pd.DataFrame:
-    """DRAW Table 3: task, dataset, glimpses, lstm_size, z_size, read_size, write_size, source.
+    """DRAW Table 3 (from :data:`draw.paper.TABLE3`, where the model defaults come from):
+    task, dataset, glimpses, lstm_size, z_size, read_size, write_size, source.
 
-    read_size and write_size are N of the N x N attention patch. The numeric
-    columns are float so that the paper's "-" entries can be NaN.
+    read_size and write_size are N of the N x N attention patch. The numeric columns are
+    float so that the paper's "-" entries can be NaN.
     """
+    from draw.paper import TABLE3
+
     cols = ["task", "dataset", "glimpses", "lstm_size", "z_size", "read_size", "write_size"]
-    df = pd.DataFrame(_TABLE3, columns=cols)
+    rows = [(r.task, "cluttered_mnist_100" if key == "cluttered" else key, r.glimpses, r.lstm_size, r.z_size,
+             r.read_n, r.write_n) for key, r in TABLE3.items()]
+    df = pd.DataFrame(rows, columns=cols)
     for c in cols[2:]:
         df[c] = df[c].astype(float)
     df["source"] = f"{PAPER}, Table 3"

@@ -7,9 +7,8 @@ A benchmark's output folder holds:
 - ``config.json``: ``{"config", "provenance", "started", "finished"}``;
 - ``table.md`` and ``*.png``: regenerated from ``results.csv`` alone.
 
-Every file is written atomically (a temporary file in the same folder, flushed,
-fsync'ed, then ``os.replace``), so an interrupted run never leaves a half
-written CSV, checkpoint or figure behind.
+Every file is written atomically (:mod:`datasets.files`), so an interrupted run
+never leaves a half written CSV or figure behind.
 
 Usage from a benchmark::
 
@@ -31,14 +30,16 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import date, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from datasets.files import atomic_open, atomic_write_text, folder_lock
 
 RESULT_COLUMNS = ["bench", "model", "variant", "preset", "seed", "split", "metric", "value"]
 KEY_COLUMNS = RESULT_COLUMNS[:-1]
@@ -48,64 +49,6 @@ RESULTS_FILE = "results.csv"
 TABLE_FILE = "table.md"
 CONFIG_FILE = "config.json"
 FIGURE_DPI = 130
-
-
-# --------------------------------------------------------------------------- atomic writes
-
-
-@contextlib.contextmanager
-def _atomic_open(path: str | os.PathLike) -> Iterator[IO[bytes]]:
-    """Yield a binary file that replaces ``path`` atomically when the block exits cleanly.
-
-    The temporary file lives in the target's folder (``os.replace`` is atomic
-    only within one file system) and is removed if the block raises.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    # 0o666 filtered by the umask: the same permissions a plain open() would give.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(e, OSError) and e.filename is None:  # a full disk: say which file
-            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable; best effort (not every platform can open a folder)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, os.replace."""
-    with _atomic_open(path) as fh:
-        fh.write(data)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def save_torch_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save(obj)`` to ``path`` atomically (checkpoints survive a kill mid-write)."""
-    import torch
-
-    with _atomic_open(path) as fh:
-        torch.save(obj, fh)
 
 
 # --------------------------------------------------------------------------- output folder
@@ -158,10 +101,11 @@ def prepare_out_dir(out_dir: str | os.PathLike, config: dict, overwrite: bool = 
       ``config``, OutputDirError, unless ``overwrite``: results of different
       configurations never mix in one ``results.csv``. The same config is
       accepted, and new rows are then merged into the existing results.
-    - With ``overwrite=True``, ``results.csv`` and the other ``*.csv`` a bench
-      writes beside it, ``table.md``, ``*.png`` and ``config.json`` are deleted
-      first. Subfolders (checkpoints, for instance) are kept: a bench that
-      resumes from them must check that they match the new config.
+    - With ``overwrite=True`` and a different config, ``results.csv`` and the other
+      ``*.csv`` a bench writes beside it, ``table.md``, the figures, ``config.json``
+      and the shipped weights are deleted first. Run folders (checkpoints) are
+      kept: the runner resumes only those trained with the same settings
+      (:meth:`benchmark.runner.RunContext.claim_run_dir`).
     """
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
@@ -183,60 +127,33 @@ def prepare_out_dir(out_dir: str | os.PathLike, config: dict, overwrite: bool = 
             f"output folder {out} is not writable: {e.strerror or e}; choose another --out"
         ) from e
 
-    if overwrite:
-        doomed = [out / TABLE_FILE, out / CONFIG_FILE, *out.glob("*.csv"), *out.glob("*.png")]
-        for f in doomed:
-            if f.is_file() or f.is_symlink():
-                f.unlink()
-        return out
-
     config_path = out / CONFIG_FILE
-    if config_path.exists():
-        try:
-            stored = json.loads(config_path.read_text(encoding="utf-8"))
-            old = stored["config"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
+    if not config_path.exists():
+        return out
+    new = _normalize_config(config)
+    try:
+        old = json.loads(config_path.read_text(encoding="utf-8"))["config"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        if not overwrite:
             raise OutputDirError(
                 f"{config_path} exists but cannot be read ({e}); pass --overwrite to start "
                 f"afresh in {out}, or choose another --out"
             ) from e
-        new = _normalize_config(config)
-        if old != new:
-            diff = "; ".join(_config_diff(old, new)[:8])
-            raise OutputDirError(
-                f"{out} holds results of a different configuration ({diff}). Pass --overwrite "
-                f"to replace them, or choose another --out"
-            )
+        old = None
+    if old == new:
+        return out
+    if not overwrite:
+        diff = "; ".join(_config_diff(old, new)[:8])
+        raise OutputDirError(
+            f"{out} holds results of a different configuration ({diff}). Pass --overwrite "
+            f"to replace them, or choose another --out"
+        )
+    doomed = [out / TABLE_FILE, out / CONFIG_FILE, *out.glob("*.csv"), *out.glob("*.png"), *out.glob("*.gif"),
+              *out.glob("weights/*.safetensors")]
+    for f in doomed:
+        if f.is_file() or f.is_symlink():
+            f.unlink()
     return out
-
-
-def stale_runs(out_dir: str | os.PathLike, config: dict, *, per_model: str | None = None,
-               free: Iterable[str] = ("seeds", "models")) -> list[Path]:
-    """The run folders ``OUT/runs/<model>-seed<k>`` that ``config`` must not resume.
-
-    All of them when a setting other than those in ``free`` changed from the config stored
-    in ``OUT/config.json`` (or when there is none); otherwise, with ``per_model`` naming a
-    ``{model: settings}`` entry, the runs of models whose settings there changed. Runs of
-    models that ``config`` no longer lists are kept: nothing resumes them. So a rerun with
-    ``--seeds 3 --overwrite`` after one seed keeps seed 0's finished training.
-    """
-    out = Path(out_dir)
-    runs = sorted(p for p in (out / "runs").glob("*-seed*") if p.is_dir()) if (out / "runs").is_dir() else []
-    try:
-        old = json.loads((out / CONFIG_FILE).read_text(encoding="utf-8"))["config"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return runs
-    new = _normalize_config(config)
-    if not isinstance(old, dict):
-        return runs
-    skip = set(free) | ({per_model} if per_model else set())
-    if any(old.get(k) != new.get(k) for k in (set(old) | set(new)) - skip):
-        return runs
-    if per_model is None:
-        return []
-    before = old.get(per_model) or {}
-    changed = {m for m, settings in (new.get(per_model) or {}).items() if before.get(m) != settings}
-    return [p for p in runs if p.name.rsplit("-seed", 1)[0] in changed]
 
 
 # --------------------------------------------------------------------------- provenance
@@ -313,12 +230,16 @@ def write_config(
     config: dict,
     started: datetime,
     finished: datetime | None = None,
+    complete: bool | None = None,
 ) -> Path:
-    """Write ``config.json`` = {config, provenance, started, finished, sessions} atomically; return its path.
+    """Write ``config.json`` = {config, provenance, started, finished, complete, sessions}
+    atomically; return its path.
 
     Call it once when the run starts (``finished=None``) and again at the end. A resumed or
-    repeated run of the same config appends to ``sessions`` (start, end, git commit of each
-    invocation) instead of forgetting the earlier ones; ``started`` is the first session's.
+    repeated run of the same config appends to ``sessions`` (start, end, git commit and
+    machine of each invocation) instead of forgetting the earlier ones; ``started`` is the
+    first session's. ``complete``: False when a time budget stopped the run before its last
+    job (rerun to continue).
     """
     path = Path(out_dir) / CONFIG_FILE
     cfg, prov = _normalize_config(config), provenance()
@@ -328,13 +249,15 @@ def write_config(
     except (OSError, ValueError, KeyError, TypeError):
         sessions = []
     me = {"started": started.isoformat(), "finished": None if finished is None else finished.isoformat(),
-          "git_commit": prov["git_commit"], "git_dirty": prov["git_dirty"]}
+          "git_commit": prov["git_commit"], "git_dirty": prov["git_dirty"], "device": prov["device"],
+          "num_threads": prov["num_threads"]}
     sessions = [x for x in sessions if x.get("started") != me["started"]] + [me]
     doc = {
         "config": cfg,
         "provenance": prov,
         "started": sessions[0]["started"],
         "finished": me["finished"],
+        "complete": complete,
         "sessions": sessions,
     }
     atomic_write_text(path, json.dumps(doc, indent=2, default=_jsonable) + "\n")
@@ -400,27 +323,6 @@ def read_results(out_dir: str | os.PathLike) -> pd.DataFrame:
     return _tidy(df)
 
 
-@contextlib.contextmanager
-def _folder_lock(folder: Path) -> Iterator[None]:
-    """Advisory exclusive lock on the folder itself (POSIX flock), so concurrent appends do not lose rows."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock, the atomic replace still keeps the file whole
-        yield
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        yield
-        return
-    try:
-        with contextlib.suppress(OSError):
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
 def append_results(out_dir: str | os.PathLike, rows: Iterable[dict] | pd.DataFrame) -> pd.DataFrame:
     """Merge ``rows`` into ``out_dir/results.csv`` and return the full frame.
 
@@ -435,7 +337,7 @@ def append_results(out_dir: str | os.PathLike, rows: Iterable[dict] | pd.DataFra
     if new.empty and len(new.columns) == 0:
         new = pd.DataFrame({c: [] for c in RESULT_COLUMNS})
     new = _tidy(new)
-    with _folder_lock(folder):
+    with folder_lock(folder):
         old = read_results(folder)
         frames = [f for f in (old, new) if len(f)]
         merged = pd.concat(frames, ignore_index=True) if frames else _empty_results()
@@ -539,7 +441,7 @@ def save_figure(fig: Any, path: str | os.PathLike) -> None:
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower() or "png"
     try:
-        with _atomic_open(path) as fh:
+        with atomic_open(path) as fh:
             fig.savefig(fh, format=fmt, dpi=FIGURE_DPI, bbox_inches="tight")
     finally:
         plt.close(fig)

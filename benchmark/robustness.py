@@ -19,93 +19,117 @@ hardest severity of each axis where it is still right more often than not).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
-from benchmark import cluttered
-from benchmark.report import (
-    _normalize_config,
-    append_csv,
-    append_results,
-    atomic_write_text,
-    markdown_table,
-    prepare_out_dir,
-    read_results,
-    save_figure,
-    set_plot_style,
-    write_config,
-)
+from benchmark.classifiers import LABELS, predict
+from benchmark.cluttered import ClutteredBench, ClutteredConfig
+from benchmark.cluttered import bench_config as cluttered_config
+from benchmark.config import to_dict
+from benchmark.report import append_csv, markdown_table, read_results, save_figure
+from benchmark.runner import Bench, BenchError, Job, OutOfTime, RunContext, run_bench, weights_path
 from datasets.degrade import AXES
-from draw.train import TensorData, load_model
+from datasets.tensors import TensorData
+from draw.checkpoint import load_model
+from draw.fast import SpeedConfig
 
-# Which bench-cluttered preset trains the models, and how many test scenes are degraded.
-PRESETS: dict[str, dict] = {
-    "smoke": {"train": "smoke", "n_eval": 96},
-    "quick": {"train": "quick", "n_eval": 5000},
-    "paper": {"train": "paper", "n_eval": 10000},
+
+@dataclass(frozen=True)
+class RobustnessPreset:
+    """Which ``bench cluttered`` preset trains the models, and how many test scenes are degraded."""
+
+    train: str
+    n_eval: int
+
+
+PRESETS: dict[str, RobustnessPreset] = {
+    "smoke": RobustnessPreset("smoke", 96),
+    "quick": RobustnessPreset("quick", 5000),
+    "paper": RobustnessPreset("paper", 10000),
 }
 ECE_BINS = 15
 SHORT = {"distractor_size": "distractor size", "salt_pepper": "salt & pepper", "gaussian": "noise sigma"}
 CHANCE_PCT = 90.0
 
 
-class RobustnessError(ValueError):
+class RobustnessError(BenchError):
     """A bad request: e.g. a --from folder that is not a finished bench-cluttered folder."""
 
 
-def _stored_config(folder: Path) -> object:
+@dataclass
+class EvalSettings:
+    """The degraded test scenes: how many, their seed, and the severities of every axis."""
+
+    n: int
+    canvas: int
+    distractors: int  # the training setting (severity 0 of the clutter axis)
+    distractor_size: int
+    max_distractors: int
+    axes: dict[str, list[float]] = field(default_factory=dict)
+    seed: int = 0
+    split: str = "test"
+    ece_bins: int = ECE_BINS
+
+
+@dataclass
+class RobustnessConfig:
+    """Everything one ``bench robustness`` run depends on (written to config.json)."""
+
+    preset: str
+    models: list[str]
+    seeds: list[int]
+    from_dir: str | None  # a finished `bench cluttered` folder whose models are reused
+    train: ClutteredConfig  # how the models are (or were) trained
+    eval: EvalSettings
+    bench: str = "robustness"
+
+
+def _model_cfg_from(from_dir: Path) -> ClutteredConfig:
     try:
-        return json.loads((folder / "config.json").read_text())["config"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _model_cfg_from(from_dir: Path) -> dict:
-    cfg = _stored_config(from_dir)
-    if not isinstance(cfg, dict):
-        raise RobustnessError(f"{from_dir} has no readable config.json; give a `bench cluttered` output folder")
-    if cfg.get("bench") != "cluttered":
-        raise RobustnessError(f"{from_dir} holds {cfg.get('bench')!r} results, not `bench cluttered` results")
-    missing = [f"{m}-seed{s}" for s in cfg["seeds"] for m in cfg["models"]
-               if not (from_dir / "runs" / f"{m}-seed{s}" / "best.pt").exists()]
+        bench = ClutteredBench.from_folder(from_dir)
+    except (BenchError, ValueError) as e:
+        raise RobustnessError(f"{from_dir}: not a `bench cluttered` output folder ({e})") from None
+    cfg = bench.cfg
+    missing = [f"{m}-seed{s}" for s in cfg.seeds for m in cfg.models if _checkpoint(from_dir, m, s) is None]
     if missing:
-        raise RobustnessError(f"{from_dir}/runs lacks the checkpoints of {', '.join(missing)} "
+        raise RobustnessError(f"{from_dir} lacks the trained weights of {', '.join(missing)} "
                               "(finish that bench first, or train here without --from)")
     return cfg
 
 
+def _checkpoint(folder: Path, model: str, seed: int) -> Path | None:
+    """A bench folder's trained model: its shipped weights, else its best checkpoint."""
+    for path in (weights_path(folder, model, seed), folder / "runs" / f"{model}-seed{seed}" / "best.pt"):
+        if path.exists():
+            return path
+    return None
+
+
 def bench_config(preset: str, *, seeds: int = 1, models: list[str] | None = None, axes: list[str] | None = None,
-                 from_dir: str | Path | None = None, glimpses: int = 8) -> dict:
-    """The full, JSON-serialisable configuration of one run. With ``from_dir`` the models,
-    seeds and training data are those of that ``bench cluttered`` folder."""
+                 from_dir: str | Path | None = None, glimpses: int = 8,
+                 speed: SpeedConfig | None = None) -> RobustnessConfig:
+    """The full configuration of one run. With ``from_dir`` the models, seeds and training
+    data are those of that ``bench cluttered`` folder."""
     p = PRESETS[preset]
     if from_dir is not None:
         train = _model_cfg_from(Path(from_dir))
     else:
-        train = cluttered.bench_config(p["train"], glimpses=glimpses, seeds=seeds, models=models)
+        train = cluttered_config(p.train, glimpses=glimpses, seeds=seeds, models=models, speed=speed)
     axes = list(axes or AXES)
     unknown = sorted(set(axes) - set(AXES))
     if unknown:
         raise RobustnessError(f"unknown axis {', '.join(unknown)}; choose from {', '.join(AXES)}")
-    d = train["data"]
-    values = {a: [v for v in AXES[a].values if a != "distractor_size" or v <= min(28, d["canvas"])] for a in axes}
-    return {
-        "bench": "robustness",
-        "preset": preset,
-        "models": train["models"],
-        "seeds": train["seeds"],
-        "from": str(from_dir) if from_dir is not None else None,
-        "train": train,
-        "eval": {"n": p["n_eval"], "seed": 0, "split": "test", "max_distractors": max(AXES["clutter"].values),
-                 "distractors": d["distractors"], "distractor_size": d["distractor_size"], "canvas": d["canvas"],
-                 "axes": values, "ece_bins": ECE_BINS},
-    }
+    d = train.data
+    values = {a: [float(v) for v in AXES[a].values if a != "distractor_size" or v <= min(28, d.canvas)] for a in axes}
+    return RobustnessConfig(
+        preset=preset, models=list(train.models), seeds=list(train.seeds),
+        from_dir=str(from_dir) if from_dir is not None else None, train=train,
+        eval=EvalSettings(n=p.n_eval, canvas=d.canvas, distractors=d.distractors, distractor_size=d.distractor_size,
+                          max_distractors=max(AXES["clutter"].values), axes=values))
 
 
 # --------------------------------------------------------------------------- metrics
@@ -155,125 +179,149 @@ def _parse_settings(df: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------- run
 
 
-def _load_models(train_dir: Path, cfg: dict, dev: torch.device) -> dict[tuple[str, int], nn.Module]:
-    nets = {}
-    for seed in cfg["seeds"]:
-        for name in cfg["models"]:
-            net, _ = load_model(train_dir / "runs" / f"{name}-seed{seed}" / "best.pt", dev)
-            nets[(name, seed)] = net.eval()
-    return nets
+def _stored_train_config(train_dir: Path) -> object:
+    try:
+        return json.loads((train_dir / "config.json").read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
-def _scenes(cfg: dict, data_dir: str | Path | None, n: int | None = None):
+def _scenes(cfg: RobustnessConfig, data_dir: str | Path | None, n: int | None = None):
     from datasets.degrade import Scenes
     from datasets.mnist import load_mnist
 
-    e = cfg["eval"]
-    digits, labels = load_mnist(e["split"], data_dir=data_dir)
-    return Scenes(digits, labels, e["n"] if n is None else n, e["canvas"], e["seed"], e["max_distractors"])
+    e = cfg.eval
+    digits, labels = load_mnist(e.split, data_dir=data_dir)
+    return Scenes(digits, labels, e.n if n is None else n, e.canvas, e.seed, e.max_distractors)
 
 
-def _settings(cfg: dict) -> list[tuple[str, float]]:
-    return [(a, float(v)) for a, values in cfg["eval"]["axes"].items() for v in values]
+def _settings(cfg: RobustnessConfig) -> list[tuple[str, float]]:
+    return [(a, float(v)) for a, values in cfg.eval.axes.items() for v in values]
 
 
-def run(cfg: dict, out: str | Path, *, overwrite: bool = False, device: str = "cpu",
-        data_dir: str | Path | None = None, echo: Callable[[str], None] = print, progress: bool = True) -> pd.DataFrame:
-    """Train (or reuse) the models of ``cfg`` (see :func:`bench_config`) and evaluate them on
-    every degraded test set; resumable: finished settings are skipped on a rerun."""
-    from tqdm.auto import tqdm
+class RobustnessBench(Bench):
+    """Trains (or reuses) the models of ``bench cluttered``, then evaluates them on every
+    degraded test set: one job per setting ``axis=severity``, all models at once."""
 
-    out = prepare_out_dir(out, cfg, overwrite)
-    started = datetime.now(timezone.utc)
-    write_config(out, cfg, started)
-    dev = torch.device(device)
-    if cfg["from"]:
-        train_dir = Path(cfg["from"])
-        echo(f"models: reusing the checkpoints in {train_dir / 'runs'}")
-    else:
-        train_dir = out / "train"
-        echo(f"models: training as `bench cluttered --preset {cfg['train']['preset']}` into {train_dir}")
-        # --overwrite retrains only when the training config itself changed (not, e.g., the axes)
-        retrain = overwrite and _stored_config(train_dir) != _normalize_config(cfg["train"])
-        cluttered.run(cfg["train"], train_dir, overwrite=retrain, device=device, data_dir=data_dir, echo=echo,
-                      progress=progress)
-    nets = _load_models(train_dir, cfg, dev)
-    e = cfg["eval"]
-    D, S = e["distractors"], e["distractor_size"]
-    settings = _settings(cfg)
-    previous = read_results(out)
-    done = set(previous.query("metric == 'test_error_pct'").split)
-    clean_done = "clean" in set(previous.split)
-    todo = [s for s in settings if _setting(*s) not in done]
-    echo(f"evaluation: {e['n']} test scenes ({e['canvas']}x{e['canvas']}, seed {e['seed']}), {len(settings)} settings "
-         f"over {len(e['axes'])} axes, {len(nets)} model(s); {len(settings) - len(todo)} already done")
-    if todo:
-        scenes = _scenes(cfg, data_dir)
-        labels = scenes.labels
-        clean = scenes.render(D, S)
-        for axis, value in tqdm(todo, desc="robustness", disable=not progress):
-            is_clean = value == AXES[axis].clean_value(D, S)
-            images = clean if is_clean else scenes.degrade(axis, value, distractors=D, distractor_size=S, clean=clean)
-            data = TensorData(torch.from_numpy(images), torch.from_numpy(labels)).to(dev)
-            rows, bins = [], []
-            for (name, seed), net in nets.items():
-                pred, conf, _ = cluttered.predict(net, data)
-                correct = pred == labels
-                base = {"bench": "robustness", "model": name, "variant": cluttered._variant(name, cfg["train"]),
-                        "preset": cfg["preset"], "seed": seed, "split": _setting(axis, value)}
-                summary = [{**base, "metric": "test_error_pct", "value": 100.0 * (1 - correct.mean())},
-                           {**base, "metric": "ece_pct", "value": 100.0 * expected_calibration_error(conf, correct)},
-                           {**base, "metric": "confidence_pct", "value": 100.0 * conf.mean()}]
-                rows += summary
-                if is_clean and not clean_done:  # every axis has the clean images once: report them once
-                    rows += [{**r, "split": "clean"} for r in summary]
-                    rows += [{**base, "split": "clean", "metric": f"class_{c}_error_pct", "value": v}
-                             for c, v in enumerate(per_class_error(labels, pred))]
-                    bins.append(calibration_bins(conf, correct).assign(model=name, seed=seed))
-            if bins:
-                append_csv(out / "calibration.csv", pd.concat(bins, ignore_index=True), key=["model", "seed", "bin"])
-                clean_done = True
-            append_results(out, rows)  # one setting at a time: a killed run loses at most one
-    write_report(out, cfg)
-    echo("drawing examples and glimpses")
-    _example_figure(out, cfg, data_dir)
-    if "attention" in cfg["models"]:
-        _glimpse_figure(out, cfg, nets, data_dir, dev)
-    write_config(out, cfg, started, datetime.now(timezone.utc))
-    echo(f"wrote {out / 'results.csv'}, {out / 'table.md'} and plots in {out}")
-    return read_results(out)
+    name = "robustness"
+    config_class = RobustnessConfig
+
+    def jobs(self) -> list[Job]:
+        return [Job(setting=_setting(a, v)) for a, v in _settings(self.cfg)]
+
+    def is_done(self, results: pd.DataFrame, job: Job) -> bool:
+        rows = results[(results.split == job.setting) & (results.metric == "test_error_pct")]
+        have = set(zip(rows.model, rows.seed, strict=True))
+        return all((m, s) in have for m in self.cfg.models for s in self.cfg.seeds)
+
+    def setup(self, ctx: RunContext, todo: list[Job]) -> None:
+        cfg = self.cfg
+        if cfg.from_dir:
+            train_dir = Path(cfg.from_dir)
+            ctx.echo(f"models: reusing the trained models of {train_dir}")
+        else:
+            train_dir = ctx.out / "train"
+            ctx.echo(f"models: training as `bench cluttered --preset {cfg.train.preset}` into {train_dir}")
+            # --overwrite replaces the training folder only when the training config itself changed
+            retrain = ctx.overwrite and _stored_train_config(train_dir) != json.loads(json.dumps(to_dict(cfg.train)))
+            done = run_bench(ClutteredBench(cfg.train), train_dir, overwrite=retrain, device=ctx.device,
+                             data_dir=ctx.data_dir, echo=ctx.echo, progress=ctx.progress,
+                             max_minutes=None if ctx.deadline is None else max(0.0, (ctx.deadline - _now()) / 60))
+            if not done:
+                raise OutOfTime()
+        self.nets = {}
+        for seed in cfg.seeds:
+            for name in cfg.models:
+                net, _ = load_model(_checkpoint(train_dir, name, seed), ctx.device)
+                self.nets[(name, seed)] = net.eval()
+        e = cfg.eval
+        ctx.echo(f"evaluation: {e.n} test scenes ({e.canvas}x{e.canvas}, seed {e.seed}), {len(todo)} of "
+                 f"{len(self.jobs())} settings over {len(e.axes)} axes, {len(self.nets)} model(s)")
+        self.scenes = _scenes(cfg, ctx.data_dir)
+        self.clean = self.scenes.render(e.distractors, e.distractor_size)
+        results = read_results(ctx.out)
+        self.clean_done = "clean" in set(results.split)
+
+    def run_job(self, ctx: RunContext, job: Job) -> list[dict]:
+        cfg, e = self.cfg, self.cfg.eval
+        axis, value = job.setting.split("=", 1)
+        value = float(value)
+        labels = self.scenes.labels
+        is_clean = value == AXES[axis].clean_value(e.distractors, e.distractor_size)
+        images = self.clean if is_clean else self.scenes.degrade(axis, value, distractors=e.distractors,
+                                                                 distractor_size=e.distractor_size, clean=self.clean)
+        data = TensorData.from_numpy(images, labels).to(ctx.device)
+        rows, bins = [], []
+        for (name, seed), net in self.nets.items():
+            pred, conf, _ = predict(net, data)
+            correct = pred == labels
+            base = {"bench": "robustness", "model": name, "variant": cfg.train.models[name].variant,
+                    "preset": cfg.preset, "seed": seed, "split": job.setting}
+            summary = [{**base, "metric": "test_error_pct", "value": 100.0 * (1 - correct.mean())},
+                       {**base, "metric": "ece_pct", "value": 100.0 * expected_calibration_error(conf, correct)},
+                       {**base, "metric": "confidence_pct", "value": 100.0 * conf.mean()}]
+            rows += summary
+            if is_clean and not self.clean_done:  # every axis has the clean images once: report them once
+                rows += [{**r, "split": "clean"} for r in summary]
+                rows += [{**base, "split": "clean", "metric": f"class_{c}_error_pct", "value": v}
+                         for c, v in enumerate(per_class_error(labels, pred))]
+                bins.append(calibration_bins(conf, correct).assign(model=name, seed=seed))
+        if bins:
+            append_csv(ctx.out / "calibration.csv", pd.concat(bins, ignore_index=True), key=["model", "seed", "bin"])
+            self.clean_done = True
+        return rows
+
+    def finish(self, ctx: RunContext) -> None:
+        ctx.echo("drawing examples and glimpses")
+        _example_figure(ctx.out, self.cfg, ctx.data_dir)
+        if "attention" in self.cfg.models:
+            _glimpse_figure(ctx.out, self.cfg, self.nets, ctx.data_dir, ctx.device)
+
+    @classmethod
+    def table(cls, out: Path, df: pd.DataFrame, cfg: RobustnessConfig) -> str:
+        return table(out, df, cfg)
+
+    @classmethod
+    def plots(cls, out: Path, df: pd.DataFrame, cfg: RobustnessConfig) -> list[Path]:
+        return plots(out, df, cfg)
+
+
+def _now() -> float:
+    import time
+
+    return time.monotonic()
 
 
 # --------------------------------------------------------------------------- figures from images
 
 
-def _example_figure(out: Path, cfg: dict, data_dir: str | Path | None, index: int = 0) -> Path:
+def _example_figure(out: Path, cfg: RobustnessConfig, data_dir: str | Path | None, index: int = 0) -> Path:
     """One test scene (the same one throughout) at every axis and severity."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
     from datasets.degrade import occluder_boxes
 
-    e = cfg["eval"]
+    e = cfg.eval
     scenes = _scenes(cfg, data_dir, n=index + 1)
-    D, S = e["distractors"], e["distractor_size"]
+    D, S = e.distractors, e.distractor_size
     clean = scenes.render(D, S)
-    axes = list(e["axes"])
-    ncol = max(len(v) for v in e["axes"].values())
+    axes = list(e.axes)
+    ncol = max(len(v) for v in e.axes.values())
     fig, grid = plt.subplots(len(axes), ncol, figsize=(1.6 * ncol, 1.75 * len(axes)), squeeze=False)
     for r, axis in enumerate(axes):
         for c in range(ncol):
             ax = grid[r, c]
             ax.set_xticks([])
             ax.set_yticks([])
-            if c >= len(e["axes"][axis]):
+            if c >= len(e.axes[axis]):
                 ax.axis("off")
                 continue
-            value = e["axes"][axis][c]
+            value = e.axes[axis][c]
             img = scenes.degrade(axis, value, distractors=D, distractor_size=S, clean=clean)[index]
             ax.imshow(img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
             if axis == "occlusion" and value > 0:  # the occluder is black on black: outline it
-                rows, cols, side = occluder_boxes(index + 1, e["canvas"], e["canvas"], value, e["seed"])
+                rows, cols, side = occluder_boxes(index + 1, e.canvas, e.canvas, value, e.seed)
                 ax.add_patch(Rectangle((cols[index] - 0.5, rows[index] - 0.5), side, side, fill=False,
                                        edgecolor="#DD8452", linewidth=1, linestyle="--"))
             clean_here = value == AXES[axis].clean_value(D, S)
@@ -299,25 +347,25 @@ def _hardest_level(df: pd.DataFrame, axis: str, values: list[float], limit: floa
     return ok[-1] if ok else values[0]
 
 
-def _glimpse_figure(out: Path, cfg: dict, nets: dict, data_dir: str | Path | None, dev: torch.device,
+def _glimpse_figure(out: Path, cfg: RobustnessConfig, nets: dict, data_dir: str | Path | None, dev: torch.device,
                     per_kind: int = 3, pool: int = 200) -> Path | None:
     """Glimpse boxes (first training seed) on successes and failures at the hardest severity
     of each axis where the attention model is still right at least half the time."""
-    from draw.visualize import plot_glimpses
+    from benchmark.pictures import plot_glimpses
 
-    e = cfg["eval"]
-    seed = cfg["seeds"][0]
+    e = cfg.eval
+    seed = cfg.seeds[0]
     net = nets[("attention", seed)]
     df = _parse_settings(read_results(out))
-    scenes = _scenes(cfg, data_dir, n=min(pool, e["n"]))
-    D, S = e["distractors"], e["distractor_size"]
+    scenes = _scenes(cfg, data_dir, n=min(pool, e.n))
+    D, S = e.distractors, e.distractor_size
     clean = scenes.render(D, S)
     images, windows, titles = [], [], []
-    for axis, values in e["axes"].items():
+    for axis, values in e.axes.items():
         value = _hardest_level(df, axis, values)
         x = scenes.degrade(axis, value, distractors=D, distractor_size=S, clean=clean)
-        data = TensorData(torch.from_numpy(x), torch.from_numpy(scenes.labels)).to(dev)
-        pred, _, w = cluttered.predict(net, data)
+        data = TensorData.from_numpy(x, scenes.labels).to(dev)
+        pred, _, w = predict(net, data)
         right = np.flatnonzero(pred == scenes.labels)[:per_kind]
         wrong = np.flatnonzero(pred != scenes.labels)[:per_kind]
         for kind, idx in (("right", right), ("wrong", wrong)):
@@ -330,7 +378,7 @@ def _glimpse_figure(out: Path, cfg: dict, nets: dict, data_dir: str | Path | Non
         return None
     path = out / "glimpses_hardest.png"
     x = torch.from_numpy(np.stack(images)).float()[:, None] / 255
-    plot_glimpses(x, np.stack(windows), cfg["train"]["attention"]["read_n"], path, titles=titles, ncol=2 * per_kind,
+    plot_glimpses(x, np.stack(windows), cfg.train.models["attention"].config["read_n"], path, titles=titles, ncol=2 * per_kind,
                   title=f"Each row: an axis at its hardest severity with error <= 50%; {per_kind} right, {per_kind} wrong")
     return path
 
@@ -338,29 +386,27 @@ def _glimpse_figure(out: Path, cfg: dict, nets: dict, data_dir: str | Path | Non
 # --------------------------------------------------------------------------- report from CSV files
 
 
-def _label(model: str) -> str:
-    return cluttered.MODEL_LABELS.get(model, model)
+def _label(cfg: RobustnessConfig, model: str) -> str:
+    spec = cfg.train.models.get(model)
+    return spec.label if spec is not None and spec.label else LABELS.get(model, model)
 
 
-def write_report(out: str | Path, cfg: dict) -> list[Path]:
-    """table.md and the CSV-based plots (robustness, calibration, per-class) from ``out``'s files."""
-    out = Path(out)
-    df = read_results(out)
-    written = [_write_table(out, df, cfg)]
+def plots(out: Path, df: pd.DataFrame, cfg: RobustnessConfig) -> list[Path]:
+    """The plots, from the CSV files in ``out`` alone (results.csv is ``df``)."""
     sev = _parse_settings(df)
     if sev.empty:
-        return written
+        return []
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    set_plot_style()
-    e = cfg["eval"]
-    D, S = e["distractors"], e["distractor_size"]
+    written: list[Path] = []
+    e = cfg.eval
+    D, S = e.distractors, e.distractor_size
     err = sev[sev.metric == "test_error_pct"].copy()
-    err["label"] = err.model.map(_label)
-    order = [_label(m) for m in cfg["models"] if m in set(err.model)]
+    err["label"] = err.model.map(lambda m: _label(cfg, m))
+    order = [_label(cfg, m) for m in cfg.models if m in set(err.model)]
     palette = dict(zip(order, sns.color_palette("deep", len(order)), strict=True))
-    axes = list(e["axes"])
+    axes = list(e.axes)
     ncol = 3
     nrow = -(-len(axes) // ncol)
     fig, grid = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 3.6 * nrow), squeeze=False)
@@ -383,7 +429,7 @@ def write_report(out: str | Path, cfg: dict) -> list[Path]:
                 plt.Line2D([], [], color="gray", ls="--", label="chance (90%)")]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, bbox_to_anchor=(0.5, -0.02))
     seeds = df.seed.nunique()
-    fig.suptitle(f"Error as the test images degrade: preset {cfg['preset']}, {e['n']} test scenes per setting, "
+    fig.suptitle(f"Error as the test images degrade: preset {cfg.preset}, {e.n} test scenes per setting, "
                  f"{seeds} training seed(s)" + (" (band: sd over seeds)" if seeds > 1 else ""), fontsize=11)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     written.append(out / "robustness.png")
@@ -393,14 +439,14 @@ def write_report(out: str | Path, cfg: dict) -> list[Path]:
     if calib_path.exists():
         cal = pd.read_csv(calib_path)
         cal = cal[cal["count"] > 0]
-        cal["label"] = cal.model.map(_label)
+        cal["label"] = cal.model.map(lambda m: _label(cfg, m))
         ece_by = df[(df.split == "clean") & (df.metric == "ece_pct")].groupby("model").value.mean()
         fig, ax = plt.subplots(figsize=(5.4, 5))
         ax.plot([0, 1], [0, 1], color="gray", ls="--", lw=1, label="perfect calibration")
-        for m in [m for m in cfg["models"] if m in set(cal.model)]:
+        for m in [m for m in cfg.models if m in set(cal.model)]:
             c = cal[(cal.model == m) & (cal.seed == cal.seed.min())]
-            ax.plot(c.confidence, c.accuracy, marker="o", color=palette.get(_label(m)),
-                    label=f"{_label(m)} (ECE {ece_by.get(m, float('nan')):.2f}%)")
+            ax.plot(c.confidence, c.accuracy, marker="o", color=palette.get(_label(cfg, m)),
+                    label=f"{_label(cfg, m)} (ECE {ece_by.get(m, float('nan')):.2f}%)")
         ax.set_xlabel("confidence (mean of the bin)")
         ax.set_ylabel("accuracy in the bin")
         ax.set_xlim(0, 1)
@@ -413,7 +459,7 @@ def write_report(out: str | Path, cfg: dict) -> list[Path]:
     pc = df[(df.split == "clean") & df.metric.str.startswith("class_")].copy()
     if not pc.empty:
         pc["class"] = pc.metric.str.extract(r"class_(\d+)_")[0].astype(int)
-        pc["label"] = pc.model.map(_label)
+        pc["label"] = pc.model.map(lambda m: _label(cfg, m))
         fig, ax = plt.subplots(figsize=(8, 3.8))
         sns.barplot(data=pc, x="class", y="value", hue="label", hue_order=order, palette=palette, errorbar="sd", ax=ax)
         ax.set_xlabel("true class")
@@ -430,39 +476,39 @@ def _mean_sd(values: pd.Series) -> str:
     return f"{values.mean():.1f}" + (f" ± {values.std(ddof=1):.1f}" if len(values) > 1 else "")
 
 
-def _write_table(out: Path, df: pd.DataFrame, cfg: dict) -> Path:
+def table(out: Path, df: pd.DataFrame, cfg: RobustnessConfig) -> str:
     """table.md: error per model at each severity of each axis (mean ± sd over seeds)."""
-    e = cfg["eval"]
-    D, S = e["distractors"], e["distractor_size"]
-    d = cfg["train"]["data"]
-    lines = ["# Robustness of the cluttered-MNIST classifiers, preset `" + cfg["preset"] + "`", "",
-             f"Trained on {d['canvas']}x{d['canvas']} cluttered MNIST with {d['distractors']} distractors of "
-             f"{d['distractor_size']}x{d['distractor_size']} ({d['n_train']} images; "
-             + (f"checkpoints from `{cfg['from']}`" if cfg["from"] else "trained in `train/`") + "). "
-             f"Evaluated on {e['n']} test scenes (MNIST test digits, seed {e['seed']}), the same images for every "
-             f"model and seed; training seeds: {len(cfg['seeds'])}. Cells: test error (%), mean ± sd over seeds. "
+    e = cfg.eval
+    D, S = e.distractors, e.distractor_size
+    d = cfg.train.data
+    lines = ["# Robustness of the cluttered-MNIST classifiers, preset `" + cfg.preset + "`", "",
+             f"Trained on {d.canvas}x{d.canvas} cluttered MNIST with {d.distractors} distractors of "
+             f"{d.distractor_size}x{d.distractor_size} ({d.n_train} images; "
+             + (f"models from `{cfg.from_dir}`" if cfg.from_dir else "trained in `train/`") + "). "
+             f"Evaluated on {e.n} test scenes (MNIST test digits, seed {e.seed}), the same images for every "
+             f"model and seed; training seeds: {len(cfg.seeds)}. Cells: test error (%), mean ± sd over seeds. "
              f"Chance is {CHANCE_PCT:.0f}%.", ""]
     sev = _parse_settings(df)
     err = sev[sev.metric == "test_error_pct"]
     if not err.empty:
-        models = [m for m in cfg["models"] if m in set(err.model)]
+        models = [m for m in cfg.models if m in set(err.model)]
         lines += ["## Mean error over each axis's severities", ""]
         rows = []
         for m in models:
-            row = {"model": _label(m)}
-            for axis in e["axes"]:
+            row = {"model": _label(cfg, m)}
+            for axis in e.axes:
                 per_seed = err[(err.model == m) & (err.axis == axis)].groupby("seed").value.mean()
                 row[axis.replace("_", " ")] = _mean_sd(per_seed) if len(per_seed) else ""
             rows.append(row)
         lines += [markdown_table(pd.DataFrame(rows)), ""]
-        for axis, values in e["axes"].items():
+        for axis, values in e.axes.items():
             a = err[err.axis == axis]
             if a.empty:
                 continue
             lines += [f"## {axis.replace('_', ' ')}: {AXES[axis].label}", ""]
             rows = []
             for m in models:
-                row = {"model": _label(m)}
+                row = {"model": _label(cfg, m)}
                 for v in values:
                     cell = a[(a.model == m) & np.isclose(a.severity, v)].value
                     mark = " (trained)" if v == AXES[axis].clean_value(D, S) else ""
@@ -476,17 +522,15 @@ def _write_table(out: Path, df: pd.DataFrame, cfg: dict) -> Path:
         rows = []
         for m in models:
             c = clean[clean.model == m]
-            row = {"model": _label(m), "error (%)": _mean_sd(c[c.metric == "test_error_pct"].value),
+            row = {"model": _label(cfg, m), "error (%)": _mean_sd(c[c.metric == "test_error_pct"].value),
                    "ECE (%)": _mean_sd(c[c.metric == "ece_pct"].value),
                    "mean confidence (%)": _mean_sd(c[c.metric == "confidence_pct"].value)}
             for k in range(10):
                 row[f"class {k}"] = _mean_sd(pc[(pc.model == m) & (pc.metric == f"class_{k}_error_pct")].value)
             rows.append(row)
         lines += [markdown_table(pd.DataFrame(rows)), ""]
-    if cfg["preset"] != "paper":
-        lines.append(f"The `{cfg['preset']}` preset trains each model for a small fixed budget (see config.json) so "
+    if cfg.preset != "paper":
+        lines.append(f"The `{cfg.preset}` preset trains each model for a small fixed budget (see config.json) so "
                      "that it runs on a 2-core CPU; errors are higher than at convergence, and the ranking of models "
                      "may differ from a `--preset paper` run.")
-    path = out / "table.md"
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    return path
+    return "\n".join(lines) + "\n"

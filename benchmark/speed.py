@@ -23,27 +23,19 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import torch
 from torch import nn
 
-from benchmark.report import (
-    append_results,
-    atomic_write_text,
-    markdown_table,
-    prepare_out_dir,
-    read_results,
-    save_figure,
-    set_plot_style,
-    write_config,
-)
-from draw.classifier import AttentionClassifier
-from draw.config import ClassifierConfig, DrawConfig
-from draw.fast import SpeedConfig, matmul_precision, prepare
+from benchmark.report import markdown_table, save_figure
+from benchmark.runner import Bench, Job, RunContext
+from draw.classifier import AttentionClassifier, ClassifierConfig
+from draw.fast import SpeedConfig, matmul_precision
+from draw.model import DRAW, DrawConfig
+from draw.step import TrainStep
 
 MODELS = ("draw", "classifier")
 MODEL_LABELS = {"draw": "DRAW", "classifier": "attention classifier"}
@@ -52,93 +44,109 @@ METRICS = ("images_per_s", "step_ms", "cpu_ms", "peak_mem_mb", "compile_s", "los
 EPOCH_IMAGES = {"draw": 50_000, "classifier": 60_000}
 MACHINE = "(machine)"  # the variant name of the rows that describe the machine, not a switch set
 
-# Variants: (name, SpeedConfig fields, batch-size multiplier). "eager" is the reference.
+
+@dataclass
+class Variant:
+    """One switch set to time; ``batch_factor`` multiplies the bench's batch size."""
+
+    name: str
+    speed: SpeedConfig
+    batch_factor: int = 1
+
+
+def _v(name: str, batch_factor: int = 1, **kw: object) -> Variant:
+    return Variant(name, SpeedConfig(**kw), batch_factor)
+
+
 _CPU_VARIANTS = [
-    ("eager", {}, 1),
-    ("fused", {"fused": True}, 1),
-    ("fused+compile(8)", {"fused": True, "compile": True, "compile_unroll": 8}, 1),
-    ("fused+compile(8)+bf16", {"fused": True, "compile": True, "compile_unroll": 8, "amp": "bf16"}, 1),
+    _v("eager"),
+    _v("fused", fused=True),
+    _v("fused+compile(8)", fused=True, compile=True, compile_unroll=8),
+    _v("fused+compile(8)+bf16", fused=True, compile=True, compile_unroll=8, amp="bf16"),
 ]
 _GPU_VARIANTS = [
-    ("eager", {}, 1),
-    ("eager+tf32", {"tf32": True}, 1),
-    ("fused+tf32", {"fused": True, "tf32": True}, 1),
-    ("fused+compile(T)+tf32", {"fused": True, "compile": True, "tf32": True}, 1),
-    ("fused+compile(T)+cudagraphs+tf32", {"fused": True, "cuda_graphs": True, "tf32": True}, 1),
-    ("fused+compile(T)+cudagraphs+bf16", {"fused": True, "cuda_graphs": True, "amp": "bf16"}, 1),
-    ("fused+compile(T)+cudagraphs+bf16, 4x batch", {"fused": True, "cuda_graphs": True, "amp": "bf16"}, 4),
+    _v("eager"),
+    _v("eager+tf32", tf32=True),
+    _v("fused+tf32", fused=True, tf32=True),
+    _v("fused+compile(T)+tf32", fused=True, compile=True, tf32=True),
+    _v("fused+compile(T)+cudagraphs+tf32", fused=True, cuda_graphs=True, tf32=True),
+    _v("fused+compile(T)+cudagraphs+bf16", fused=True, cuda_graphs=True, amp="bf16"),
+    _v("fused+compile(T)+cudagraphs+bf16, 4x batch", 4, fused=True, cuda_graphs=True, amp="bf16"),
 ]
+
+
+@dataclass
+class SpeedPreset:
+    draw: DrawConfig
+    classifier: ClassifierConfig
+    batch_size: int
+    steps: int  # timed steps per round
+    warmup: int
+    rounds: int
+    variants: dict[str, list[Variant]]  # per device type
+
 
 # "smoke": tiny models, seconds, for tests. "quick": the paper's models on a 2-core CPU,
 # a few minutes. "paper": the paper's models with the full-unroll compile (long on a CPU),
 # meant for a GPU.
-PRESETS: dict[str, dict] = {
-    "smoke": {
-        "draw": {"T": 4, "read_n": 2, "write_n": 3, "enc_size": 32, "dec_size": 32, "z_size": 8},
-        "classifier": {"image_shape": (1, 40, 40), "glimpses": 3, "read_n": 6, "hidden": 32},
-        "batch_size": 16, "steps": 2, "warmup": 1, "rounds": 2,
-        "variants": {"cpu": [("eager", {}, 1), ("fused", {"fused": True}, 1)],
-                     "cuda": [("eager", {}, 1), ("fused", {"fused": True}, 1)]},
-    },
-    "quick": {
-        "draw": asdict(DrawConfig()),
-        "classifier": asdict(ClassifierConfig()),
-        "batch_size": 64, "steps": 2, "warmup": 2, "rounds": 5,
-        "variants": {"cpu": _CPU_VARIANTS, "cuda": _GPU_VARIANTS},
-    },
-    "paper": {
-        "draw": asdict(DrawConfig()),
-        "classifier": asdict(ClassifierConfig()),
-        "batch_size": 64, "steps": 5, "warmup": 3, "rounds": 7,
-        "variants": {"cpu": _CPU_VARIANTS + [("fused+compile(T)", {"fused": True, "compile": True}, 1)],
-                     "cuda": _GPU_VARIANTS},
-    },
+PRESETS: dict[str, SpeedPreset] = {
+    "smoke": SpeedPreset(DrawConfig(T=4, read_n=2, write_n=3, lstm_size=32, z_size=8),
+                         ClassifierConfig(image_shape=(1, 40, 40), glimpses=3, read_n=6, lstm_size=32),
+                         16, 2, 1, 2, {"cpu": [_v("eager"), _v("fused", fused=True)],
+                                       "cuda": [_v("eager"), _v("fused", fused=True)]}),
+    "quick": SpeedPreset(DrawConfig(), ClassifierConfig(), 64, 2, 2, 5, {"cpu": _CPU_VARIANTS, "cuda": _GPU_VARIANTS}),
+    "paper": SpeedPreset(DrawConfig(), ClassifierConfig(), 64, 5, 3, 7,
+                         {"cpu": _CPU_VARIANTS + [_v("fused+compile(T)", fused=True, compile=True, compile_unroll=0)],
+                          "cuda": _GPU_VARIANTS}),
 }
 
 
+@dataclass
+class SpeedBenchConfig:
+    """Everything one ``bench speed`` run depends on (written to config.json)."""
+
+    preset: str
+    device: str
+    models: list[str]
+    draw: DrawConfig
+    classifier: ClassifierConfig
+    batch_size: int
+    steps: int
+    warmup: int
+    rounds: int
+    threads: int
+    variants: list[Variant] = field(default_factory=list)
+    lr: float = 1e-3
+    grad_clip: float = 10.0
+    bench: str = "speed"
+
+
 def bench_config(preset: str, *, models: list[str] | None = None, device: str = "cpu", steps: int | None = None,
-                 batch_size: int | None = None, threads: int | None = None) -> dict:
-    """The full, JSON-serialisable configuration of one speed bench."""
-    p = copy.deepcopy(PRESETS[preset])
-    variants = [{"name": n, "speed": asdict(SpeedConfig(**kw)), "batch_factor": f}
-                for n, kw, f in p["variants"]["cuda" if device == "cuda" else "cpu"]]
-    return {
-        "bench": "speed",
-        "preset": preset,
-        "device": device,
-        "models": list(models or MODELS),
-        "draw": asdict(DrawConfig(**p["draw"])),
-        "classifier": asdict(ClassifierConfig(**p["classifier"])),
-        "batch_size": batch_size or p["batch_size"],
-        "steps": steps or p["steps"],
-        "warmup": p["warmup"],
-        "rounds": p["rounds"],
-        "threads": threads or torch.get_num_threads(),
-        "lr": 1e-3,
-        "grad_clip": 10.0,
-        "variants": variants,
-    }
+                 batch_size: int | None = None, threads: int | None = None) -> SpeedBenchConfig:
+    """The config of ``bench speed --preset P --device D``."""
+    p = PRESETS[preset]
+    return SpeedBenchConfig(
+        preset=preset, device=device, models=list(models or MODELS), draw=copy.deepcopy(p.draw),
+        classifier=copy.deepcopy(p.classifier), batch_size=batch_size or p.batch_size, steps=steps or p.steps,
+        warmup=p.warmup, rounds=p.rounds, threads=threads or torch.get_num_threads(),
+        variants=copy.deepcopy(p.variants["cuda" if device == "cuda" else "cpu"]))
 
 
-def describe(name: str, cfg: dict) -> str:
+def describe(name: str, cfg: SpeedBenchConfig) -> str:
     """The model's settings in words, e.g. ``DRAW 1x28x28, T=64, read 2x2, write 5x5, LSTM 256, z 100``."""
     if name == "draw":
-        d = cfg["draw"]
-        shape = "x".join(str(s) for s in d["image_shape"])
-        attn = f"read {d['read_n']}x{d['read_n']}, write {d['write_n']}x{d['write_n']}" if d["attention"] else "no attention"
-        return f"DRAW {shape}, T={d['T']}, {attn}, LSTM {d['enc_size']}, z {d['z_size']}"
-    c = cfg["classifier"]
-    shape = "x".join(str(s) for s in c["image_shape"])
-    return f"attention classifier {shape}, {c['glimpses']} glimpses of {c['read_n']}x{c['read_n']}, LSTM {c['hidden']}"
+        d = cfg.draw
+        shape = "x".join(str(s) for s in d.image_shape)
+        attn = f"read {d.read_n}x{d.read_n}, write {d.write_n}x{d.write_n}" if d.attention else "no attention"
+        return f"DRAW {shape}, T={d.T}, {attn}, LSTM {d.lstm_size}, z {d.z_size}"
+    c = cfg.classifier
+    shape = "x".join(str(s) for s in c.image_shape)
+    return f"attention classifier {shape}, {c.glimpses} glimpses of {c.read_n}x{c.read_n}, LSTM {c.lstm_size}"
 
 
-def _model(name: str, cfg: dict) -> nn.Module:
+def _model(name: str, cfg: SpeedBenchConfig) -> nn.Module:
     torch.manual_seed(0)
-    if name == "draw":
-        from draw.model import DRAW
-
-        return DRAW(DrawConfig(**cfg["draw"]))
-    return AttentionClassifier(ClassifierConfig(**cfg["classifier"]))
+    return DRAW(cfg.draw) if name == "draw" else AttentionClassifier(cfg.classifier)
 
 
 def _batch(name: str, model: nn.Module, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -199,62 +207,48 @@ class _PeakMemory:
 
 
 class _Variant:
-    """One model under one switch set: its own copy of the weights and optimizer, and a step."""
+    """One model under one switch set: its own copy of the weights and optimizer, and the
+    training loop's own step (:class:`draw.step.TrainStep`)."""
 
-    def __init__(self, name: str, model: nn.Module, speed: SpeedConfig, batch: int, cfg: dict,
+    def __init__(self, name: str, model: nn.Module, speed: SpeedConfig, batch: int, cfg: SpeedBenchConfig,
                  device: torch.device) -> None:
         self.model, self.speed, self.device = model.to(device), speed, device
-        self.prepared = prepare(self.model, speed, device)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg["lr"],
-                                    **({"fused": True} if speed.fused else {}))
-        self.grad_clip = cfg["grad_clip"]
+        self.step_fn = TrainStep(self.model, speed, device, lr=cfg.lr, grad_clip=cfg.grad_clip)
         self.x, self.y = _batch(name, model, batch, device)
         self.batch = batch
         self.wall: list[float] = []
         self.cpu: list[float] = []
 
-    def loss(self) -> torch.Tensor:
-        with matmul_precision(self.speed, self.device), self.prepared.autocast(self.device):
-            if self.speed.cuda_graphs:
-                torch.compiler.cudagraph_mark_step_begin()
-            loss, _ = self.prepared.module(self.x, self.y)
-        return loss
-
     def step(self) -> torch.Tensor:
-        loss = self.loss()
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.opt.step()
-        return loss.detach()
+        with matmul_precision(self.speed, self.device):
+            loss, _, _ = self.step_fn(self.x, self.y)
+        return loss
 
     def timed(self, steps: int) -> tuple[float, float]:
         """Wall and CPU seconds per step over ``steps`` steps, between synchronisations."""
-        with matmul_precision(self.speed, self.device):
-            _sync(self.device)
-            t, c = time.perf_counter(), time.process_time()
-            for _ in range(steps):
-                self.step()
-            _sync(self.device)
-            return (time.perf_counter() - t) / steps, (time.process_time() - c) / steps
+        _sync(self.device)
+        t, c = time.perf_counter(), time.process_time()
+        for _ in range(steps):
+            self.step()
+        _sync(self.device)
+        return (time.perf_counter() - t) / steps, (time.process_time() - c) / steps
 
 
-def measure(name: str, cfg: dict, device: torch.device, echo: Callable[[str], None] = print) -> list[dict]:
+def measure(name: str, cfg: SpeedBenchConfig, device: torch.device, echo: Callable[[str], None] = print) -> list[dict]:
     """Time every variant of ``cfg`` on model ``name``; tidy rows for results.csv."""
     base_model = _model(name, cfg)
     variants: dict[str, _Variant] = {}
     rows: list[dict] = []
-    common = {"bench": "speed", "model": name, "preset": cfg["preset"], "seed": 0, "split": "train"}
+    common = {"bench": "speed", "model": name, "preset": cfg.preset, "seed": 0, "split": "train"}
     load_start = _load_average()
     ref_loss: float | None = None
-    for v in cfg["variants"]:
-        speed = SpeedConfig(**v["speed"])
-        batch = cfg["batch_size"] * v["batch_factor"]
-        var = _Variant(name, copy.deepcopy(base_model), speed, batch, cfg, device)
+    for v in cfg.variants:
+        batch = cfg.batch_size * v.batch_factor
+        var = _Variant(name, copy.deepcopy(base_model), v.speed, batch, cfg, device)
         t0 = time.perf_counter()
         torch.manual_seed(123)  # the first step: the same weights, batch and noise for every variant
         loss0 = float(var.step())
-        for _ in range(cfg["warmup"] - 1):
+        for _ in range(cfg.warmup - 1):
             var.step()
         _sync(device)
         warm = time.perf_counter() - t0
@@ -263,13 +257,13 @@ def measure(name: str, cfg: dict, device: torch.device, echo: Callable[[str], No
             _sync(device)
         if ref_loss is None:
             ref_loss = loss0
-        rel = abs(loss0 - ref_loss) / max(abs(ref_loss), 1e-12) if v["batch_factor"] == 1 else float("nan")
+        rel = abs(loss0 - ref_loss) / max(abs(ref_loss), 1e-12) if v.batch_factor == 1 else float("nan")
         var.first = (warm, mem.mb, rel)
-        variants[v["name"]] = var
-        echo(f"  {name} {v['name']}: warm-up {warm:.1f} s ({cfg['warmup']} steps of {batch})")
-    for _ in range(cfg["rounds"]):  # the variants take turns
+        variants[v.name] = var
+        echo(f"  {name} {v.name}: warm-up {warm:.1f} s ({cfg.warmup} steps of {batch})")
+    for _ in range(cfg.rounds):  # the variants take turns
         for var in variants.values():
-            w, c = var.timed(cfg["steps"])
+            w, c = var.timed(cfg.steps)
             var.wall.append(w)
             var.cpu.append(c)
     for vname, var in variants.items():
@@ -280,7 +274,7 @@ def measure(name: str, cfg: dict, device: torch.device, echo: Callable[[str], No
             "step_ms": 1e3 * step_s,
             "cpu_ms": 1e3 * cpu_s,
             "peak_mem_mb": mem,
-            "compile_s": max(0.0, warm - cfg["warmup"] * step_s),
+            "compile_s": max(0.0, warm - cfg.warmup * step_s),
             "loss_rel_err": rel,
             "epoch_s": EPOCH_IMAGES[name] * step_s / var.batch,  # one epoch at this speed, compile excluded
         }
@@ -317,28 +311,37 @@ def fresh_compile_cache() -> Iterator[None]:
                 os.environ["TORCHINDUCTOR_CACHE_DIR"] = before
 
 
-def run(cfg: dict, out: str | Path, *, overwrite: bool = False, device: str = "cpu",
-        echo: Callable[[str], None] = print) -> pd.DataFrame:
-    """Run the speed bench described by ``cfg`` (see :func:`bench_config`) into ``out``."""
-    out = prepare_out_dir(out, cfg, overwrite)
-    started = datetime.now(timezone.utc)
-    write_config(out, cfg, started)
-    dev = torch.device(device)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", 0)
-    echo(f"speed: {', '.join(cfg['models'])} on {dev} ({cfg['threads']} CPU threads), batch {cfg['batch_size']}, "
-         f"{cfg['rounds']} rounds of {cfg['steps']} steps per variant after {cfg['warmup']} warm-up steps")
-    for name in cfg["models"]:
-        done = read_results(out)
-        if ((done.model == name) & (done.metric == "images_per_s")).any():
-            echo(f"{name}: already in {out / 'results.csv'}, skipped")
-            continue
+class SpeedBench(Bench):
+    """One job per model: every variant of it timed, round-robin."""
+
+    name = "speed"
+    config_class = SpeedBenchConfig
+
+    def jobs(self) -> list[Job]:
+        return [Job(m) for m in self.cfg.models]
+
+    def done_metric(self) -> str:
+        return "images_per_s"
+
+    def setup(self, ctx: RunContext, todo: list[Job]) -> None:
+        cfg = self.cfg
+        if ctx.device.type == "cuda" and ctx.device.index is None:
+            ctx.device = torch.device("cuda", 0)
+        ctx.echo(f"speed: {', '.join(cfg.models)} on {ctx.device} ({cfg.threads} CPU threads), batch "
+                 f"{cfg.batch_size}, {cfg.rounds} rounds of {cfg.steps} steps per variant after {cfg.warmup} "
+                 "warm-up steps")
+
+    def run_job(self, ctx: RunContext, job: Job) -> list[dict]:
         with fresh_compile_cache():
-            append_results(out, measure(name, cfg, dev, echo))
-    write_report(out, cfg)
-    write_config(out, cfg, started, datetime.now(timezone.utc))
-    echo(f"wrote {out / 'results.csv'}, {out / 'table.md'}, {out / 'config.json'} and {out / 'speedup.png'}")
-    return read_results(out)
+            return measure(job.model, self.cfg, ctx.device, ctx.echo)
+
+    @classmethod
+    def table(cls, out: Path, df: pd.DataFrame, cfg: SpeedBenchConfig) -> str:
+        return table(out, df, cfg)
+
+    @classmethod
+    def plots(cls, out: Path, df: pd.DataFrame, cfg: SpeedBenchConfig) -> list[Path]:
+        return plots(out, df, cfg)
 
 
 def speedups(df: pd.DataFrame) -> pd.DataFrame:
@@ -351,47 +354,42 @@ def speedups(df: pd.DataFrame) -> pd.DataFrame:
     return wide
 
 
-def write_report(out: str | Path, cfg: dict) -> list[Path]:
-    """table.md and speedup.png from results.csv alone."""
-    out = Path(out)
-    df = read_results(out)
-    written = [_write_table(out, df, cfg)]
-    if df.empty:
-        return written
+def plots(out: Path, df: pd.DataFrame, cfg: SpeedBenchConfig) -> list[Path]:
+    """The plots, from the CSV files in ``out`` alone (results.csv is ``df``)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    set_plot_style()
+    written: list[Path] = []
     wide = speedups(df)
-    order = [v["name"] for v in cfg["variants"] if v["name"] in set(wide.variant)]
+    order = [v.name for v in cfg.variants if v.name in set(wide.variant)]
     fig, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * len(order) * max(1, wide.model.nunique())))
     wide["label"] = wide.model.map(MODEL_LABELS)
     sns.barplot(data=wide, y="variant", x="speedup", hue="label", order=order, ax=ax, orient="h")
     ax.axvline(1.0, color="black", lw=1, ls="--")
     for cont in ax.containers:
         ax.bar_label(cont, fmt="%.2fx", fontsize=8, padding=2)
-    ax.set_xlabel(f"training speed-up over the eager reference (images/s), batch {cfg['batch_size']}")
+    ax.set_xlabel(f"training speed-up over the eager reference (images/s), batch {cfg.batch_size}")
     ax.set_ylabel("")
     ax.set_xlim(0, 1.18 * wide.speedup.max())
     ax.legend(title="", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.set_title(f"bench speed, preset {cfg['preset']}, {cfg['device']}, {cfg['threads']} CPU thread(s)")
+    ax.set_title(f"bench speed, preset {cfg.preset}, {cfg.device}, {cfg.threads} CPU thread(s)")
     written.append(out / "speedup.png")
     save_figure(fig, written[-1])
     return written
 
 
-def _write_table(out: Path, df: pd.DataFrame, cfg: dict) -> Path:
-    lines = [f"# Training speed, preset `{cfg['preset']}`, device `{cfg['device']}`", ""]
-    lines.append(f"Batch {cfg['batch_size']}, "
-                 f"{cfg['threads']} CPU thread(s); median of {cfg['rounds']} rounds of {cfg['steps']} steps, "
-                 f"after {cfg['warmup']} warm-up steps (compile time is reported apart). A step is forward, "
+def table(out: Path, df: pd.DataFrame, cfg: SpeedBenchConfig) -> str:
+    lines = [f"# Training speed, preset `{cfg.preset}`, device `{cfg.device}`", ""]
+    lines.append(f"Batch {cfg.batch_size}, "
+                 f"{cfg.threads} CPU thread(s); median of {cfg.rounds} rounds of {cfg.steps} steps, "
+                 f"after {cfg.warmup} warm-up steps (compile time is reported apart). A step is forward, "
                  "backward, gradient clipping and Adam; compile time is measured from an empty compile cache. "
                  "`loss rel. err.` is the loss's relative difference from "
                  "the eager reference on the same weights, batch and noise. `epoch` is the time of one "
                  f"training epoch at that speed ({EPOCH_IMAGES['draw']:,} MNIST images for DRAW, "
                  f"{EPOCH_IMAGES['classifier']:,} cluttered images for the classifier), compile excluded.")
     lines.append("")
-    lines += [f"- {describe(m, cfg)}" for m in cfg["models"]]
+    lines += [f"- {describe(m, cfg)}" for m in cfg.models]
     lines.append("")
     if not df.empty:
         wide = speedups(df)
@@ -412,7 +410,5 @@ def _write_table(out: Path, df: pd.DataFrame, cfg: dict) -> Path:
         if len(load):
             lines.append("Machine load (1-minute load average, start -> end): " + "; ".join(
                 f"{MODEL_LABELS.get(m, m)} {load.get((m, 'load_avg_start'), float('nan')):.2f} -> "
-                f"{load.get((m, 'load_avg_end'), float('nan')):.2f}" for m in cfg["models"]) + ".")
-    path = out / "table.md"
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    return path
+                f"{load.get((m, 'load_avg_end'), float('nan')):.2f}" for m in cfg.models) + ".")
+    return "\n".join(lines) + "\n"

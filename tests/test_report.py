@@ -18,18 +18,16 @@ from benchmark.report import (
     RESULT_COLUMNS,
     OutputDirError,
     append_results,
-    atomic_write_bytes,
-    atomic_write_text,
     markdown_table,
     prepare_out_dir,
     provenance,
     read_results,
     save_figure,
-    save_torch_atomic,
     set_plot_style,
     summarize,
     write_config,
 )
+from datasets.files import atomic_open, atomic_write_bytes, atomic_write_text
 
 
 def row(**kw) -> dict:
@@ -61,7 +59,8 @@ def test_atomic_writes_replace_content_and_leave_no_temp_files(tmp_path: Path) -
     assert target.read_text(encoding="utf-8") == "second ✓"
     atomic_write_bytes(tmp_path / "b.bin", b"\x00\x01")
     assert (tmp_path / "b.bin").read_bytes() == b"\x00\x01"
-    save_torch_atomic({"w": torch.arange(3)}, tmp_path / "c.pt")
+    with atomic_open(tmp_path / "c.pt") as fh:
+        torch.save({"w": torch.arange(3)}, fh)
     assert torch.equal(torch.load(tmp_path / "c.pt", weights_only=True)["w"], torch.arange(3))
     assert _only(tmp_path) == ["a.txt", "b.bin", "c.pt"]
 
@@ -74,8 +73,8 @@ def test_failed_atomic_write_keeps_old_file_and_cleans_up(tmp_path: Path) -> Non
         def __reduce__(self):
             raise RuntimeError("boom")
 
-    with pytest.raises(RuntimeError, match="boom"):
-        save_torch_atomic(Unpicklable(), target)
+    with pytest.raises(RuntimeError, match="boom"), atomic_open(target) as fh:
+        torch.save(Unpicklable(), fh)
     assert target.read_text() == "old"
     assert _only(tmp_path) == ["ckpt.pt"]
 
@@ -292,15 +291,3 @@ def test_paper_tables() -> None:
         64, 256, 100, 2, 5,
     ]  # fmt: skip
     assert t3.loc["cluttered_mnist_100", "read_size"] == 12
-
-
-def test_stale_runs_without_per_model_settings(tmp_path: Path) -> None:
-    from benchmark.report import stale_runs
-
-    cfg = {"data": {"n_train": 100}, "seeds": [0], "models": ["draw"], "figures": {"n": 4}}
-    assert stale_runs(tmp_path, cfg) == []  # no runs yet
-    (tmp_path / "runs" / "draw-seed0").mkdir(parents=True)
-    assert [p.name for p in stale_runs(tmp_path, cfg)] == ["draw-seed0"]  # no config.json: unknown provenance
-    write_config(tmp_path, cfg, datetime(2025, 1, 1, tzinfo=timezone.utc))
-    assert stale_runs(tmp_path, {**cfg, "seeds": [0, 1], "figures": {"n": 8}}, free=("seeds", "figures")) == []
-    assert len(stale_runs(tmp_path, {**cfg, "data": {"n_train": 200}})) == 1

@@ -11,13 +11,13 @@ import torch
 from click.testing import CliRunner
 
 from cli import cli
+from datasets.tensors import TensorData
 from draw.attention import attention_params, filterbank_from
-from draw.classifier import AttentionClassifier
-from draw.config import ClassifierConfig, DrawConfig, TrainConfig
+from draw.classifier import AttentionClassifier, ClassifierConfig
 from draw.fast import SpeedConfig, prepare
 from draw.fused import FusedClassifier, FusedDraw, Glimpse, lstm_pointwise
-from draw.model import DRAW
-from draw.train import TensorData, train
+from draw.model import DRAW, DrawConfig
+from draw.train import TrainConfig, train
 
 
 def _same_loss_and_grads(model, fast, x, y, *, rtol=1e-5):
@@ -44,7 +44,7 @@ def _same_loss_and_grads(model, fast, x, y, *, rtol=1e-5):
 ], ids=["attention", "colour-nonsquare", "no-attention", "logistic"])
 def test_fused_draw_matches_the_reference(kw):
     torch.manual_seed(0)
-    cfg = {"T": 5, "read_n": 2, "write_n": 3, "enc_size": 16, "dec_size": 12, "z_size": 6, **kw}
+    cfg = {"T": 5, "read_n": 2, "write_n": 3, "lstm_size": 16, "z_size": 6, **kw}
     model = DRAW(DrawConfig(**cfg))
     C, H, W = model.cfg.image_shape
     if model.cfg.likelihood == "logistic":
@@ -56,12 +56,12 @@ def test_fused_draw_matches_the_reference(kw):
 
 @pytest.mark.parametrize("kw", [
     {"image_shape": (1, 30, 30), "read_n": 5},
-    {"image_shape": (2, 20, 26), "read_n": 4, "glimpse_net": 10},
-    {"image_shape": (1, 20, 20), "read_n": 4, "glimpse_net": 10, "bounded_centre": False},
-], ids=["paper", "glimpse-net-nonsquare", "unbounded"])
+    {"image_shape": (2, 20, 26), "read_n": 4},
+    {"image_shape": (1, 20, 20), "read_n": 4, "bounded_centre": False},
+], ids=["paper", "colour-nonsquare", "unbounded"])
 def test_fused_classifier_matches_the_reference(kw):
     torch.manual_seed(0)
-    model = AttentionClassifier(ClassifierConfig(glimpses=3, hidden=16, **kw))
+    model = AttentionClassifier(ClassifierConfig(glimpses=3, lstm_size=16, **kw))
     with torch.no_grad():  # move the windows off their initial grid
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -102,7 +102,7 @@ def _digits(n: int) -> TensorData:
 
 def _tiny_draw() -> DRAW:
     torch.manual_seed(0)
-    return DRAW(DrawConfig(T=4, read_n=2, write_n=3, enc_size=32, dec_size=32, z_size=8))
+    return DRAW(DrawConfig(T=4, read_n=2, write_n=3, lstm_size=32, z_size=8))
 
 
 def test_training_with_the_fused_path_follows_the_reference(tmp_path):
@@ -134,10 +134,11 @@ def test_bf16_autocast_keeps_the_loss_within_a_percent():
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_compiled_unroll_matches_the_reference():
     """One small torch.compile (C++ codegen: about 20-40 s on 2 cores)."""
     torch.manual_seed(0)
-    model = AttentionClassifier(ClassifierConfig(image_shape=(1, 20, 20), glimpses=2, read_n=3, hidden=8))
+    model = AttentionClassifier(ClassifierConfig(image_shape=(1, 20, 20), glimpses=2, read_n=3, lstm_size=8))
     prepared = prepare(model, SpeedConfig(fused=True, compile=True, compile_unroll=0), "cpu")
     x, y = torch.rand(4, 1, 20, 20), torch.randint(0, 10, (4,))
     _same_loss_and_grads(model, prepared.module, x, y)
@@ -157,6 +158,7 @@ def test_cuda_graphs_flag_needs_cuda(tmp_path):
     assert result.exit_code == 2 and "--cuda-graphs" in result.output
 
 
+@pytest.mark.slow
 def test_bench_speed_smoke_writes_results_table_and_plot(tmp_path):
     out = tmp_path / "speed"
     runner = CliRunner()

@@ -6,17 +6,10 @@ import pytest
 import torch
 from conftest import fake_digits
 
-from draw.config import DrawConfig, TrainConfig
-from draw.model import DRAW
-from draw.train import (
-    CheckpointError,
-    NonFiniteError,
-    TensorData,
-    evaluate,
-    load_checkpoint,
-    load_model,
-    train,
-)
+from datasets.tensors import TensorData
+from draw.checkpoint import CheckpointError, load_checkpoint, load_model
+from draw.model import DRAW, DrawConfig
+from draw.train import NonFiniteError, TrainConfig, evaluate, train
 
 
 def binary_digits(n: int, seed: int = 0) -> TensorData:
@@ -28,7 +21,7 @@ def binary_digits(n: int, seed: int = 0) -> TensorData:
 
 def tiny_draw() -> DRAW:
     torch.manual_seed(0)
-    return DRAW(DrawConfig(image_shape=(1, 28, 28), T=4, read_n=2, write_n=3, enc_size=32, dec_size=32, z_size=8))
+    return DRAW(DrawConfig(image_shape=(1, 28, 28), T=4, read_n=2, write_n=3, lstm_size=32, z_size=8))
 
 
 def test_bound_falls_in_50_steps():
@@ -51,7 +44,7 @@ def test_checkpoint_round_trip(tmp_path):
     model = tiny_draw()
     train(model, data, binary_digits(64, 1), TrainConfig(epochs=1, batch_size=32), tmp_path, device="cpu", progress=False)
     rebuilt, ckpt = load_model(tmp_path / "last.pt", kind="draw")
-    assert ckpt["epoch"] == 1 and ckpt["step"] == 4 and ckpt["finished"]
+    assert ckpt["state"]["epoch"] == 1 and ckpt["state"]["step"] == 4 and ckpt["finished"]
     for k, v in model.state_dict().items():
         torch.testing.assert_close(rebuilt.state_dict()[k], v.cpu())
     assert (tmp_path / "best.pt").exists()
@@ -86,7 +79,7 @@ def test_resume_is_exact(tmp_path):
     with pytest.raises(Interrupt):
         train(victim, data, valid, cfg, tmp_path / "run", device="cpu", progress=False)
     ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
-    assert ckpt["step"] == 6 and not ckpt["finished"]
+    assert ckpt["state"]["step"] == 6 and not ckpt["finished"]
 
     resumed = tiny_draw()
     result = train(resumed, data, valid, cfg, tmp_path / "run", resume=True, device="cpu", progress=False)
@@ -162,7 +155,7 @@ def test_nan_stops_with_step_and_keeps_last_checkpoint(tmp_path):
     with pytest.raises(NonFiniteError, match="step 5"):
         train(model, data, None, cfg, tmp_path, device="cpu", progress=False)
     ckpt = load_checkpoint(tmp_path / "last.pt")
-    assert ckpt["step"] == 4
+    assert ckpt["state"]["step"] == 4
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
 
 

@@ -1,0 +1,85 @@
+"""The classifiers of the cluttered-MNIST benches, by bench name: what each is built from and
+how it is trained (:class:`ModelSpec`), and their predictions on a data set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from datasets.tensors import TensorData
+from draw.baselines import ConvConfig
+from draw.classifier import ClassifierConfig
+from draw.registry import build_model
+from draw.train import TrainConfig
+
+NAMES = ("attention", "conv2", "resnet", "resnet18")
+LABELS = {
+    "attention": "Differentiable RAM (ours)",
+    "conv2": "Convolutional, 2 layers (ours)",
+    "resnet": "Small ResNet (ours)",
+    "resnet18": "ResNet-18 (ours)",
+}
+
+
+@dataclass
+class ModelSpec:
+    """One model of a bench: its registry kind and config (so it rebuilds alone), its
+    training settings, and how tables name it."""
+
+    kind: str
+    config: dict
+    train: TrainConfig = field(default_factory=TrainConfig)
+    label: str = ""
+    variant: str = ""  # the setting in a few words, e.g. "T=8, read 12x12, LSTM 256"
+
+    def build(self) -> nn.Module:
+        return build_model(self.kind, self.config)
+
+
+@dataclass
+class Sizes:
+    """The sizes a bench preset sets for its classifiers."""
+
+    read_n: int = 12
+    lstm_size: int = 256
+    resnet_width: int = 24
+
+
+def classifier_spec(name: str, image_shape: tuple[int, int, int], train: TrainConfig, *, glimpses: int,
+                    sizes: Sizes) -> ModelSpec:
+    """The :class:`ModelSpec` of bench model ``name`` (one of :data:`NAMES`)."""
+    C, H, W = image_shape
+    if name == "attention":
+        cfg = ClassifierConfig(image_shape=image_shape, glimpses=glimpses, read_n=sizes.read_n,
+                               lstm_size=sizes.lstm_size)
+        return ModelSpec("classifier", asdict(cfg), train, LABELS[name],
+                         f"T={glimpses}, read {sizes.read_n}x{sizes.read_n}, LSTM {sizes.lstm_size}")
+    if name in ("conv2", "resnet", "resnet18"):
+        cfg = ConvConfig(arch=name, in_channels=C, image_size=(H, W), width=sizes.resnet_width)
+        return ModelSpec("conv", asdict(cfg), train, LABELS[name],
+                         f"width {sizes.resnet_width}" if name == "resnet" else "")
+    raise ValueError(f"unknown model {name!r}; choose from {', '.join(NAMES)}")
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: TensorData, batch_size: int = 500
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Predicted classes ``(n,)``, their softmax confidence ``(n,)`` and, for models that
+    return them, the glimpse windows ``(n, T, 5)``."""
+    model.eval()
+    device = next(model.parameters()).device
+    preds, confs, windows = [], [], []
+    for x, _ in data.batches(batch_size, device=device):
+        out = model(x)
+        logits, w = out if isinstance(out, tuple) else (out, None)
+        conf, pred = logits.float().softmax(1).max(1)
+        preds.append(pred.cpu())
+        confs.append(conf.cpu())
+        if w is not None:
+            windows.append(w.cpu())
+    return (torch.cat(preds).numpy(), torch.cat(confs).numpy(),
+            torch.cat(windows).numpy() if windows else None)
