@@ -44,8 +44,11 @@ def _data_dir_option(f):
 
 
 def _classifier_models_option(f):
-    return click.option("--models", default="attention,conv2,resnet",
-                        help="Comma-separated subset of: attention, conv2, resnet, resnet18.")(f)
+    f = click.option("--mc-samples", type=click.IntRange(1, 100), default=1,
+                     help="RAM's location rollouts averaged per test image (test time only; the table says which).")(f)
+    return click.option("--models", default="attention,ram,conv2,resnet",
+                        help="Comma-separated subset of: attention, ram, conv2, resnet, resnet18 (Table 1's "
+                             "Differentiable RAM and RAM, the RAM paper's 2-layer conv, a small ResNet).")(f)
 
 
 def _device_option(f):
@@ -350,7 +353,7 @@ def train_draw_cmd(T, read_n, write_n, lstm_size, z_size, no_attention, window_i
 
 @train_group.command("classifier")
 @click.option("--model", default="attention",
-              help="attention, conv2, resnet or resnet18; with --like, any model of that bench folder.")
+              help="attention, ram, conv2, resnet or resnet18; with --like, any model of that bench folder.")
 @click.option("--glimpses", type=click.IntRange(min=1), default=8)
 @click.option("--read-n", type=click.IntRange(min=1), default=12)
 @click.option("--lstm-size", type=click.IntRange(min=1), default=256, help="LSTM units.")
@@ -467,10 +470,23 @@ def _bench_options(f):
         click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
                      help="Stop training after this many minutes of this invocation, checkpointed; rerun the same "
                           "command to continue."),
+        click.option("--eager", is_flag=True,
+                     help="Train with the plain eager reference instead of the fast path (CPU: fused + compiled, "
+                          "bf16 where the processor has bf16 matrix instructions; CUDA: fused + CUDA graphs + bf16). "
+                          "config.json records which path ran."),
         _device_option,
     ]):
         f = opt(f)
     return f
+
+
+def _bench_speed(eager: bool, device: str):
+    """The training path of a bench: the device's fast path, or with --eager the reference."""
+    from draw.fast import SpeedConfig, default_speed
+
+    speed = SpeedConfig() if eager else default_speed(device)
+    click.echo(f"training path: {speed.label()}" + ("" if eager else " (--eager for the plain reference)"))
+    return speed
 
 
 def _run_bench(bench, out: Path, overwrite: bool, device: str, data_dir, max_minutes) -> None:
@@ -493,7 +509,8 @@ def bench() -> None:
 @_bench_options
 @_data_dir_option
 @_friendly_errors
-def bench_cluttered(glimpses, preset, seeds, models, out, overwrite, max_minutes, device, data_dir) -> None:
+def bench_cluttered(glimpses, preset, seeds, models, mc_samples, out, overwrite, max_minutes, eager, device,
+                    data_dir) -> None:
     """100x100 cluttered MNIST (the paper's Table 1): attention classifier vs conv baselines."""
     from benchmark import cluttered
     from benchmark.classifiers import NAMES
@@ -501,7 +518,8 @@ def bench_cluttered(glimpses, preset, seeds, models, out, overwrite, max_minutes
     dev = _check_device(device)
     preset = _choose_preset(preset, dev)
     names = _comma_list(models, NAMES, "model(s)", "--models")
-    cfg = cluttered.bench_config(preset, glimpses=glimpses, seeds=seeds, models=names)
+    cfg = cluttered.bench_config(preset, glimpses=glimpses, seeds=seeds, models=names, speed=_bench_speed(eager, dev),
+                                 mc_samples=mc_samples)
     _run_bench(cluttered.ClutteredBench(cfg), out or Path("runs") / preset / f"cluttered-T{glimpses}", overwrite, dev,
                data_dir, max_minutes)
 
@@ -515,13 +533,13 @@ def bench_cluttered(glimpses, preset, seeds, models, out, overwrite, max_minutes
 @_bench_options
 @_data_dir_option
 @_friendly_errors
-def bench_nll(preset, seeds, dataset, out, overwrite, max_minutes, device, data_dir) -> None:
+def bench_nll(preset, seeds, dataset, out, overwrite, max_minutes, eager, device, data_dir) -> None:
     """Negative log-likelihood (the paper's Table 2): DRAW with and without attention."""
     from benchmark import nll
 
     dev = _check_device(device)
     preset = _choose_preset(preset, dev)
-    cfg = nll.bench_config(preset, seeds=seeds, dataset=dataset)
+    cfg = nll.bench_config(preset, seeds=seeds, dataset=dataset, speed=_bench_speed(eager, dev))
     _run_bench(nll.NllBench(cfg), out or Path("runs") / preset / f"nll-{dataset}", overwrite, dev, data_dir,
                max_minutes)
 
@@ -540,7 +558,8 @@ def bench_nll(preset, seeds, dataset, out, overwrite, max_minutes, device, data_
 @_bench_options
 @_data_dir_option
 @_friendly_errors
-def bench_robustness(preset, seeds, models, axes, from_dir, out, overwrite, max_minutes, device, data_dir) -> None:
+def bench_robustness(preset, seeds, models, mc_samples, axes, from_dir, out, overwrite, max_minutes, eager, device,
+                     data_dir) -> None:
     """Error, calibration and per-class error of each classifier as cluttered MNIST degrades:
     more or larger clutter, fainter targets, Gaussian and salt-and-pepper noise, occlusion."""
     from benchmark import robustness
@@ -551,7 +570,8 @@ def bench_robustness(preset, seeds, models, axes, from_dir, out, overwrite, max_
     names = _comma_list(models, NAMES, "model(s)", "--models")
     axis_names = _comma_list(axes, AXIS_NAMES, "axis", "--axes")
     try:
-        cfg = robustness.bench_config(preset, seeds=seeds, models=names, axes=axis_names, from_dir=from_dir)
+        cfg = robustness.bench_config(preset, seeds=seeds, models=names, axes=axis_names, from_dir=from_dir,
+                                      speed=None if from_dir else _bench_speed(eager, dev), mc_samples=mc_samples)
     except robustness.RobustnessError as e:
         raise click.BadParameter(str(e), param_hint="--from") from None
     _run_bench(robustness.RobustnessBench(cfg), out or Path("runs") / preset / "robustness", overwrite, dev, data_dir,

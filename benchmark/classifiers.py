@@ -13,12 +13,14 @@ from torch import nn
 from datasets.tensors import TensorData
 from draw.baselines import ConvConfig
 from draw.classifier import ClassifierConfig
+from draw.ram import RAMConfig
 from draw.registry import build_model
 from draw.train import TrainConfig
 
-NAMES = ("attention", "conv2", "resnet", "resnet18")
+NAMES = ("attention", "ram", "conv2", "resnet", "resnet18")
 LABELS = {
     "attention": "Differentiable RAM (ours)",
+    "ram": "RAM (ours)",
     "conv2": "Convolutional, 2 layers (ours)",
     "resnet": "Small ResNet (ours)",
     "resnet18": "ResNet-18 (ours)",
@@ -44,9 +46,10 @@ class ModelSpec:
 class Sizes:
     """The sizes a bench preset sets for its classifiers."""
 
-    read_n: int = 12
+    read_n: int = 12  # the attention model's read N x N; RAM's finest retina patch g x g
     lstm_size: int = 256
     resnet_width: int = 24
+    scales: int = 4  # RAM's retina: patches of g, 2g, 4g, ... pixels
 
 
 def classifier_spec(name: str, image_shape: tuple[int, int, int], train: TrainConfig, *, glimpses: int,
@@ -58,6 +61,12 @@ def classifier_spec(name: str, image_shape: tuple[int, int, int], train: TrainCo
                                lstm_size=sizes.lstm_size)
         return ModelSpec("classifier", asdict(cfg), train, LABELS[name],
                          f"T={glimpses}, read {sizes.read_n}x{sizes.read_n}, LSTM {sizes.lstm_size}")
+    if name == "ram":
+        cfg = RAMConfig(image_shape=image_shape, glimpses=glimpses, patch=sizes.read_n, scales=sizes.scales,
+                        lstm_size=sizes.lstm_size)
+        return ModelSpec("ram", asdict(cfg), train, LABELS[name],
+                         f"T={glimpses}, {sizes.read_n}x{sizes.read_n}, {sizes.scales} scales, {cfg.core} core "
+                         f"{sizes.lstm_size}")
     if name in ("conv2", "resnet", "resnet18"):
         cfg = ConvConfig(arch=name, in_channels=C, image_size=(H, W), width=sizes.resnet_width)
         return ModelSpec("conv", asdict(cfg), train, LABELS[name],
@@ -69,7 +78,8 @@ def classifier_spec(name: str, image_shape: tuple[int, int, int], train: TrainCo
 def predict(model: nn.Module, data: TensorData, batch_size: int = 500
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Predicted classes ``(n,)``, their softmax confidence ``(n,)`` and, for models that
-    return them, the glimpse windows ``(n, T, 5)``."""
+    return them, the glimpses: the attention classifier's windows ``(n, T, 5)``, RAM's
+    locations ``(n, T, 2)`` (averaged over ``model.mc_samples`` rollouts for RAM)."""
     model.eval()
     device = next(model.parameters()).device
     preds, confs, windows = [], [], []

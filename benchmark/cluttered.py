@@ -19,6 +19,7 @@ import torch
 
 from benchmark import paper
 from benchmark.classifiers import LABELS, NAMES, ModelSpec, Sizes, classifier_spec, predict
+from benchmark.compute import inference_images_per_s, macs_per_image
 from benchmark.report import (
     append_csv,
     markdown_table,
@@ -27,12 +28,16 @@ from benchmark.report import (
 )
 from benchmark.runner import Bench, Job, OutOfTime, RunContext
 from datasets.cluttered import ClutterParams
+from datasets.files import atomic_write_text
 from datasets.tensors import TensorData
+from draw.baselines import ConvConfig
 from draw.checkpoint import load_model, save_weights
+from draw.classifier import ClassifierConfig
 from draw.fast import SpeedConfig
+from draw.ram import RAMConfig
 from draw.train import TrainConfig, train
 
-DEFAULT_MODELS = ("attention", "conv2", "resnet")
+DEFAULT_MODELS = ("attention", "ram", "conv2", "resnet")
 
 
 @dataclass
@@ -74,8 +79,9 @@ def _tc(**kw: object) -> TrainConfig:
 PRESETS: dict[str, ClutteredPreset] = {
     "smoke": ClutteredPreset(
         ClutteredData(canvas=40, distractors=4, distractor_size=6, n_train=256, n_valid=64, n_test=128),
-        Sizes(read_n=6, lstm_size=32, resnet_width=8),
-        {"attention": _tc(epochs=2, batch_size=32, lr=3e-3), "conv2": _tc(epochs=2, batch_size=32, lr=1e-3),
+        Sizes(read_n=6, lstm_size=32, resnet_width=8, scales=3),
+        {"attention": _tc(epochs=2, batch_size=32, lr=3e-3), "ram": _tc(epochs=2, batch_size=32, lr=3e-3),
+         "conv2": _tc(epochs=2, batch_size=32, lr=1e-3),
          "resnet": _tc(epochs=2, batch_size=32, lr=1e-3), "resnet18": _tc(epochs=1, batch_size=32, lr=1e-3)},
     ),
     "quick": ClutteredPreset(
@@ -85,6 +91,7 @@ PRESETS: dict[str, ClutteredPreset] = {
             # lr 2e-3 collapsed to chance mid-run twice on this data (a loss spike, then windows
             # stuck); 1e-3 with a longer warm-up and tighter clipping trains stably.
             "attention": _tc(epochs=16, batch_size=64, lr=1e-3, schedule="cosine", warmup_steps=500, grad_clip=2.0),
+            "ram": _tc(epochs=10, batch_size=64, lr=1e-3, schedule="cosine", warmup_steps=500),
             # with new clutter every epoch: 25.8% test error after 20 epochs at lr 3e-3 (33.4% after 12 at
             # 1e-3); on one fixed set it memorised the clutter instead (56% validation error, train loss 0.03)
             "conv2": _tc(epochs=20, batch_size=64, lr=3e-3, schedule="cosine"),
@@ -97,6 +104,7 @@ PRESETS: dict[str, ClutteredPreset] = {
         Sizes(read_n=12, lstm_size=256, resnet_width=32),
         {
             "attention": _tc(epochs=100, batch_size=128, lr=1e-3, schedule="cosine", warmup_steps=1000, grad_clip=2.0),
+            "ram": _tc(epochs=100, batch_size=128, lr=1e-3, schedule="cosine", warmup_steps=1000),
             "conv2": _tc(epochs=100, batch_size=128, lr=3e-3, schedule="cosine"),
             "resnet": _tc(epochs=30, batch_size=128, lr=2e-3, schedule="cosine", warmup_steps=500),
             "resnet18": _tc(epochs=30, batch_size=128, lr=1e-3, schedule="cosine", warmup_steps=500),
@@ -115,11 +123,12 @@ class ClutteredConfig:
     data: ClutteredData
     models: dict[str, ModelSpec]
     speed: SpeedConfig = field(default_factory=SpeedConfig)
+    mc_samples: int = 1  # RAM's location rollouts averaged per test image (test time only)
     bench: str = "cluttered"
 
 
 def bench_config(preset: str, *, glimpses: int = 8, seeds: int = 1, models: list[str] | None = None,
-                 speed: SpeedConfig | None = None) -> ClutteredConfig:
+                 speed: SpeedConfig | None = None, mc_samples: int = 1) -> ClutteredConfig:
     """The config of ``bench cluttered --preset PRESET --glimpses G --seeds S --models ...``."""
     p = PRESETS[preset]
     names = list(models or DEFAULT_MODELS)
@@ -127,8 +136,10 @@ def bench_config(preset: str, *, glimpses: int = 8, seeds: int = 1, models: list
     if unknown:
         raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(NAMES)}")
     specs = {m: classifier_spec(m, p.data.image_shape, p.train[m], glimpses=glimpses, sizes=p.sizes) for m in names}
+    if mc_samples < 1:
+        raise ValueError(f"mc_samples must be >= 1, got {mc_samples}")
     return ClutteredConfig(preset=preset, glimpses=glimpses, seeds=list(range(seeds)), data=replace(p.data),
-                           models=specs, speed=speed or SpeedConfig())
+                           models=specs, speed=speed or SpeedConfig(), mc_samples=mc_samples)
 
 
 class ClutteredBench(Bench):
@@ -177,11 +188,17 @@ class ClutteredBench(Bench):
             raise OutOfTime(str(job))
         best, _ = load_model(run_dir / "best.pt", ctx.device)
         save_weights(best, ctx.weights_path(job), {"train": asdict(tcfg), "data": asdict(cfg.data)})
+        if spec.kind == "ram":
+            best.mc_samples = cfg.mc_samples
         labels = self.test_data.y.cpu().numpy()
+        torch.manual_seed(30_000 + seed)  # RAM samples its glimpses: a seeded test
         pred, conf, windows = predict(best, self.test_data)
         err = 100.0 * float((pred != labels).mean())
+        macs = macs_per_image(best, cfg.data.image_shape)
+        infer = inference_images_per_s(best, self.test_data)
         ctx.echo(f"{name} seed {seed}: test error {err:.2f}% (best epoch {result.best.get('epoch')}, "
-                 f"{result.images_per_s:.0f} images/s)")
+                 f"{result.images_per_s:.0f} images/s training, {infer:.0f} inference, {macs / 1e6:.2f} M "
+                 "multiply-adds per image)")
         base = {"bench": "cluttered", "model": name, "variant": spec.variant, "preset": cfg.preset, "seed": seed}
         best_epoch = next(r for r in result.history if r["epoch"] == result.best["epoch"])
         rows = [
@@ -191,6 +208,8 @@ class ClutteredBench(Bench):
             {**base, "split": "train", "metric": "images_per_s", "value": result.images_per_s},
             {**base, "split": "train", "metric": "epochs", "value": float(len(result.history))},
             {**base, "split": "train", "metric": "n_params", "value": float(n_params)},
+            {**base, "split": "test", "metric": "macs_per_image", "value": macs},
+            {**base, "split": "test", "metric": "infer_images_per_s", "value": infer},
         ]
         curves = pd.DataFrame([
             {"model": name, "seed": seed, "epoch": r["epoch"], "train_error_pct": 100 * r["train_error"],
@@ -208,6 +227,13 @@ class ClutteredBench(Bench):
                 _glimpse_figure(ctx.out, self.test_data, labels, pred, windows, spec.config["read_n"])
         return rows
 
+    def finish(self, ctx: RunContext) -> None:
+        """The compute of the paper's architectures (for the error-against-compute plot), and
+        RAM's glimpses beside the differentiable model's on the same test images."""
+        _paper_compute(ctx.out, self.cfg)
+        if "ram" in self.cfg.models and (ctx.out / "glimpses.csv").exists():
+            _ram_figure(ctx.out, self.cfg, self.test_data)
+
     @classmethod
     def table(cls, out: Path, df: pd.DataFrame, cfg: ClutteredConfig) -> str:
         return table(out, df, cfg)
@@ -218,10 +244,13 @@ class ClutteredBench(Bench):
 
 
 def glimpse_frame(model: str, seed: int, windows: np.ndarray) -> pd.DataFrame:
-    """Tidy rows of glimpse windows ``(n, T, 5)``: model, seed, index, t, g_x, g_y, delta, sigma, gamma."""
-    n, T, _ = windows.shape
+    """Tidy rows of glimpses: model, seed, index, t, g_x, g_y, delta, sigma, gamma, from the
+    attention classifier's windows ``(n, T, 5)`` or RAM's locations ``(n, T, 2)`` (whose
+    delta, sigma and gamma are empty)."""
+    n, T, k = windows.shape
     idx, t = np.meshgrid(np.arange(n), np.arange(T), indexing="ij")
-    frame = pd.DataFrame(windows.reshape(n * T, 5), columns=["g_x", "g_y", "delta", "sigma", "gamma"])
+    cols = ["g_x", "g_y", "delta", "sigma", "gamma"]
+    frame = pd.DataFrame(windows.reshape(n * T, k), columns=cols[:k]).reindex(columns=cols)
     frame.insert(0, "t", t.ravel() + 1)
     frame.insert(0, "index", idx.ravel())
     frame.insert(0, "seed", seed)
@@ -236,6 +265,91 @@ def _glimpse_figure(out: Path, test_data: TensorData, labels: np.ndarray, pred: 
     x, _ = next(test_data.batches(n))
     titles = [f"label {labels[i]}, predicted {pred[i]}" + ("" if labels[i] == pred[i] else " (wrong)") for i in range(n)]
     return plot_glimpses(x.cpu(), windows[:n], read_n, out / "glimpses.png", titles=titles)
+
+
+# The architectures of the paper's Table 1 rows, at the paper's 100 x 100 (the compute of a
+# published row is that of its architecture, counted on our implementation of it).
+_PAPER_ARCHS = {
+    "Convolutional, 2 layers": ("conv", lambda: asdict(ConvConfig(arch="conv2"))),
+    "RAM, 4 glimpses, 12x12, 4 scales": ("ram", lambda: asdict(RAMConfig(glimpses=4))),
+    "RAM, 8 glimpses, 12x12, 4 scales": ("ram", lambda: asdict(RAMConfig(glimpses=8))),
+    "Differentiable RAM, 4 glimpses, 12x12": ("classifier", lambda: asdict(ClassifierConfig(glimpses=4))),
+    "Differentiable RAM, 8 glimpses, 12x12": ("classifier", lambda: asdict(ClassifierConfig(glimpses=8))),
+}
+
+
+def _paper_compute(out: Path, cfg: ClutteredConfig) -> Path:
+    """``paper_compute.csv``: each published Table 1 row with the multiply-adds per image of
+    its architecture (counted on ours at 100 x 100), for the error-against-compute plot."""
+    from draw.registry import build_model
+
+    rows = []
+    for _, r in paper.table1().iterrows():
+        kind, config = _PAPER_ARCHS[r.model]
+        rows.append({"model": r.model, "test_error_pct": r.test_error_pct,
+                     "macs_per_image": macs_per_image(build_model(kind, config()), (1, 100, 100))})
+    path = out / "paper_compute.csv"
+    atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
+    return path
+
+
+def _ram_figure(out: Path, cfg: ClutteredConfig, test_data: TensorData, n: int = 8) -> Path | None:
+    """``glimpses_ram.png``: RAM's nested retina squares on the first test images (first seed),
+    beside the differentiable model's windows on the same images when it was trained too."""
+    from benchmark.pictures import plot_ram_glimpses
+
+    g = pd.read_csv(out / "glimpses.csv")
+    g = g[g.seed == cfg.seeds[0]]
+    ram = g[g.model == "ram"].sort_values(["index", "t"])
+    if ram.empty:
+        return None
+    n = min(n, ram["index"].nunique())
+    locs = ram[ram["index"] < n][["g_x", "g_y"]].to_numpy().reshape(n, -1, 2)
+    x, _ = next(test_data.batches(n))
+    beside = None
+    att = g[(g.model == "attention") & (g["index"] < n)].sort_values(["index", "t"])
+    if not att.empty:
+        windows = att[["g_x", "g_y", "delta", "sigma", "gamma"]].to_numpy().reshape(n, -1, 5)
+        beside = (windows, cfg.models["attention"].config["read_n"])
+    ram_cfg = cfg.models["ram"].config
+    return plot_ram_glimpses(x.cpu(), locs, ram_cfg["patch"], ram_cfg["scales"], out / "glimpses_ram.png",
+                             ncol=4 if beside is None else 2, beside=beside,
+                             title="RAM's retina (left)" + (" beside the differentiable model's windows (right)"
+                                                            if beside is not None else ""))
+
+
+def _compute_plot(out: Path, df: pd.DataFrame, cfg: ClutteredConfig) -> list[Path]:
+    """``compute.png``: test error against multiply-adds per image (log scales), one point per
+    model of this run (bars: sd over seeds) and, hollow, the paper's rows at the compute of
+    their architectures (``paper_compute.csv``)."""
+    import matplotlib.pyplot as plt
+
+    wide = df[df.metric.isin(["test_error_pct", "macs_per_image"])].pivot_table(
+        index=["model", "seed"], columns="metric", values="value").reset_index()
+    if not {"test_error_pct", "macs_per_image"} <= set(wide.columns):
+        return []
+    fig, ax = plt.subplots(figsize=(7.2, 4.6))
+    colors = plt.cm.tab10.colors
+    for i, m in enumerate([m for m in cfg.models if m in set(wide.model)]):
+        w = wide[wide.model == m]
+        e, c = w.test_error_pct, w.macs_per_image.mean()
+        ax.errorbar(c, e.mean(), yerr=e.std(ddof=1) if len(e) > 1 else None, fmt="o", ms=8, color=colors[i % 10],
+                    capsize=3, label=f"{_label(cfg, m)}, T={cfg.glimpses}" if m in ("attention", "ram") else _label(cfg, m))
+    pc = out / "paper_compute.csv"
+    if pc.exists():
+        for _, r in pd.read_csv(pc).iterrows():
+            ax.plot(r.macs_per_image, r.test_error_pct, "s", mfc="none", mec="dimgrey", ms=8)
+            ax.annotate(f"paper: {r.model}", (r.macs_per_image, r.test_error_pct), textcoords="offset points",
+                        xytext=(6, 2), fontsize=7, color="dimgrey")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("multiply-adds per test image (counted; log scale)")
+    ax.set_ylabel("test error (%), log scale")
+    ax.set_title(f"Error against compute, preset {cfg.preset}; hollow squares: the paper's Table 1")
+    ax.legend(fontsize=7, loc="best")
+    path = out / "compute.png"
+    save_figure(fig, path)
+    return [path]
 
 
 def _label(cfg: ClutteredConfig, model: str) -> str:
@@ -283,6 +397,7 @@ def plots(out: Path, df: pd.DataFrame, cfg: ClutteredConfig) -> list[Path]:
         written.append(out / "learning_curves.png")
         save_figure(fig, written[-1])
 
+    written += _compute_plot(out, df, cfg)
     pred_path = out / "predictions.csv"
     if pred_path.exists():
         preds = pd.read_csv(pred_path)
@@ -310,26 +425,39 @@ def table(out: Path, df: pd.DataFrame, cfg: ClutteredConfig) -> str:
     lines.append(f"Data: {d.n_train} training images, {d.n_test} test images, {d.distractors} distractors of "
                  f"{d.distractor_size}x{d.distractor_size}"
                  + ("; new clutter from the training digits every epoch" if d.fresh_clutter else "")
-                 + f"; seeds: {len(cfg.seeds)}; training path: {cfg.speed.label()}.")
+                 + f"; seeds: {len(cfg.seeds)}; training path: {cfg.speed.label()}"
+                 + (f"; RAM's test error averages {cfg.mc_samples} location rollouts per image" if "ram" in cfg.models
+                    else "") + ".")
+    lines.append("")
+    lines.append("Multiply-adds per image are counted with `torch.utils.flop_counter` on one forward pass (matrix "
+                 "products and convolutions); inference images/s are evaluation-mode forward passes on this "
+                 "machine (see config.json); train time includes compiling, validation and new clutter each epoch.")
     lines.append("")
     rows = []
     if not df[df.metric == "test_error_pct"].empty:
         s = summarize(df, "test_error_pct", by=("model", "variant"))
         extra = {metric: df[df.metric == metric].groupby("model").value.mean()
-                 for metric in ("train_s", "images_per_s", "epochs", "n_params")}
+                 for metric in ("train_s", "images_per_s", "epochs", "n_params", "macs_per_image",
+                                "infer_images_per_s")}
         for _, r in s.iterrows():
             rows.append({
                 "model": _label(cfg, r["model"]),
                 "setting": r["variant"] if isinstance(r["variant"], str) else "",
                 "test error (%)": f"{r['mean']:.2f} ± {r['std']:.2f} (n={int(r['n'])})",
                 "parameters": f"{int(extra['n_params'].get(r['model'], 0)):,}",
+                "M multiply-adds / image": f"{extra['macs_per_image'].get(r['model'], float('nan')) / 1e6:.2f}",
+                "inference (images/s)": f"{extra['infer_images_per_s'].get(r['model'], float('nan')):.0f}",
                 "epochs": f"{extra['epochs'].get(r['model'], float('nan')):.0f}",
                 "train time (s)": f"{extra['train_s'].get(r['model'], float('nan')):.0f}",
                 "source": "this run",
             })
+    pc = out / "paper_compute.csv"
+    paper_macs = pd.read_csv(pc).set_index("model").macs_per_image if pc.exists() else pd.Series(dtype=float)
     for _, r in paper.table1().iterrows():
+        macs = paper_macs.get(r.model)
         rows.append({"model": r.model, "setting": "", "test error (%)": f"{r.test_error_pct:.2f}", "parameters": "",
-                     "epochs": "", "train time (s)": "", "source": r.source})
+                     "M multiply-adds / image": "" if macs is None else f"{macs / 1e6:.2f} (its architecture)",
+                     "inference (images/s)": "", "epochs": "", "train time (s)": "", "source": r.source})
     lines.append(markdown_table(pd.DataFrame(rows)))
     lines.append("")
     if cfg.preset != "paper":

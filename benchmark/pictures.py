@@ -17,7 +17,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
+from matplotlib.patheffects import withStroke  # noqa: E402
 from PIL import Image  # noqa: E402
+
+from datasets.files import atomic_write_bytes  # noqa: E402
 
 
 def _to_numpy(images: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -213,4 +216,88 @@ def plot_read_attention(
     fig.savefig(buf, dpi=120, format="png")
     plt.close(fig)
     path.write_bytes(buf.getvalue())
+    return path
+
+
+def plot_ram_glimpses(
+    images: torch.Tensor | np.ndarray,
+    locations: torch.Tensor | np.ndarray,
+    patch: int,
+    scales: int,
+    path: str | Path,
+    titles: list[str] | None = None,
+    ncol: int = 4,
+    title: str | None = None,
+    beside: tuple | None = None,
+) -> Path:
+    """The hard-attention RAM's glimpses (:class:`draw.ram.RAM`): for each step t the k nested
+    squares of sides g, 2g, 4g, ... that its retina read, one colour per step (viridis: dark =
+    first), the step number at the fovea, and the path of the glimpse centres.
+
+    ``images`` ``(n, C, H, W)``; ``locations`` ``(n, T, 2)`` in 1-based pixels (x, y), as
+    ``RAM.forward`` returns them; ``patch`` = g, ``scales`` = k. The squares cover exactly
+    the pixels read: the centre is rounded half up to a pixel, and a side s spans pixels
+    c - s//2 .. c - s//2 + s - 1 (:class:`draw.ram.GlimpseSensor`).
+    ``beside = (windows, read_n)`` or ``(windows, read_n, titles)``: the differentiable
+    model's windows ``(n, T', 5)`` drawn on a second copy of each image, to its right (as
+    :func:`plot_glimpses` draws them). ``ncol`` counts images (pairs with ``beside``).
+    """
+    a = _to_numpy(images)
+    loc = locations.detach().float().cpu().numpy() if isinstance(locations, torch.Tensor) else np.asarray(locations)
+    n, T = loc.shape[:2]
+    H, W = a.shape[1:3]
+    per = 2 if beside is not None else 1
+    nrow = int(np.ceil(n / ncol))
+    fig, axes = plt.subplots(nrow, ncol * per, figsize=(2.6 * ncol * per, 2.8 * nrow), squeeze=False,
+                             layout="constrained")  # tight_layout lets titles overlap the row above
+    for ax in axes.flat:
+        ax.axis("off")
+    colors = plt.cm.viridis(np.linspace(0, 0.95, T))
+    centres = np.floor(loc - 1 + 0.5)  # 0-based crop centres (col, row), rounded half up
+    centres = np.clip(centres, 0, [W - 1, H - 1])
+    for i in range(n):
+        r, c = divmod(i, ncol)
+        ax = axes[r, c * per]
+        ax.imshow(a[i].squeeze(-1) if a.shape[-1] == 1 else a[i], cmap="gray", vmin=0, vmax=1)
+        for t in range(T):
+            for j in range(scales):
+                s = patch * 2**j
+                left, top = centres[i, t] - s // 2 - 0.5  # pixel edges of the first column and row read
+                ax.add_patch(Rectangle((left, top), s, s, fill=False, edgecolor=colors[t],
+                                       linewidth=1.6 if j == 0 else 0.7, alpha=1.0 if j == 0 else 0.7))
+            left, top = centres[i, t] - patch // 2 - 0.5
+            ax.text(left + 0.5, top - 0.8, str(t + 1), color=colors[t], fontsize=7, clip_on=True,
+                    path_effects=[withStroke(linewidth=1.2, foreground="white")])  # dark steps on dark images
+        ax.plot(loc[i, :, 0] - 1, loc[i, :, 1] - 1, color="white", lw=0.6, alpha=0.6)
+        ax.set_xlim(-0.5, W - 0.5)
+        ax.set_ylim(H - 0.5, -0.5)
+        label = titles[i] if titles is not None else ""
+        if beside is None:
+            if label:
+                ax.set_title(label, fontsize=9)
+            continue
+        ax.set_title(f"RAM: {label}" if label else "RAM", fontsize=9)
+        windows, read_n = beside[0], beside[1]
+        w = windows.detach().float().cpu().numpy() if isinstance(windows, torch.Tensor) else np.asarray(windows)
+        Tw = w.shape[1]
+        wcolors = plt.cm.viridis(np.linspace(0, 0.95, Tw))
+        ax = axes[r, c * per + 1]
+        ax.imshow(a[i].squeeze(-1) if a.shape[-1] == 1 else a[i], cmap="gray", vmin=0, vmax=1)
+        for t in range(Tw):
+            left, top, width, height = _box(w[i, t], read_n)
+            lw = float(np.clip(0.8 + w[i, t, 3] / 3, 0.8, 4))
+            ax.add_patch(Rectangle((left, top), width, height, fill=False, edgecolor=wcolors[t], linewidth=lw))
+            ax.text(left + 1, top + 4, str(t + 1), color=wcolors[t], fontsize=6, clip_on=True)
+        ax.set_xlim(-0.5, W - 0.5)
+        ax.set_ylim(H - 0.5, -0.5)
+        other = beside[2][i] if len(beside) > 2 and beside[2] is not None else ""
+        ax.set_title(f"Differentiable: {other}" if other else "Differentiable", fontsize=9)
+    k_sides = ", ".join(str(patch * 2**j) for j in range(scales))
+    fig.suptitle((f"{title}; " if title else "") + f"RAM glimpses (squares of {k_sides} px), step 1 (dark) to "
+                 f"{T} (yellow)", fontsize=10)
+    path = Path(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=120, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
     return path

@@ -111,14 +111,15 @@ def _checkpoint(folder: Path, model: str, seed: int) -> Path | None:
 
 def bench_config(preset: str, *, seeds: int = 1, models: list[str] | None = None, axes: list[str] | None = None,
                  from_dir: str | Path | None = None, glimpses: int = 8,
-                 speed: SpeedConfig | None = None) -> RobustnessConfig:
+                 speed: SpeedConfig | None = None, mc_samples: int = 1) -> RobustnessConfig:
     """The full configuration of one run. With ``from_dir`` the models, seeds and training
     data are those of that ``bench cluttered`` folder."""
     p = PRESETS[preset]
     if from_dir is not None:
         train = _model_cfg_from(Path(from_dir))
     else:
-        train = cluttered_config(p.train, glimpses=glimpses, seeds=seeds, models=models, speed=speed)
+        train = cluttered_config(p.train, glimpses=glimpses, seeds=seeds, models=models, speed=speed,
+                                 mc_samples=mc_samples)
     axes = list(axes or AXES)
     unknown = sorted(set(axes) - set(AXES))
     if unknown:
@@ -233,6 +234,8 @@ class RobustnessBench(Bench):
         for seed in cfg.seeds:
             for name in cfg.models:
                 net, _ = load_model(_checkpoint(train_dir, name, seed), ctx.device)
+                if hasattr(net, "mc_samples"):  # RAM: the test-time rollouts the training bench used
+                    net.mc_samples = cfg.train.mc_samples
                 self.nets[(name, seed)] = net.eval()
         e = cfg.eval
         ctx.echo(f"evaluation: {e.n} test scenes ({e.canvas}x{e.canvas}, seed {e.seed}), {len(todo)} of "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
@@ -64,13 +65,22 @@ def test_bench_cluttered_smoke(fake_mnist_dir, tmp_path):
     df = pd.read_csv(out / "results.csv")
     assert list(df.columns) == ["bench", "model", "variant", "preset", "seed", "split", "metric", "value"]
     err = df[df.metric == "test_error_pct"].set_index("model").value
-    assert set(err.index) == {"attention", "conv2", "resnet"}
+    assert set(err.index) == {"attention", "ram", "conv2", "resnet"}  # every row of Table 1 but the paper's
     assert ((err >= 0) & (err <= 100)).all()
+    macs = df[df.metric == "macs_per_image"].set_index("model").value
+    assert macs["attention"] > 0 and macs["ram"] > 0 and macs["conv2"] > 0  # counted for every model
+    assert (df[df.metric == "infer_images_per_s"].value > 0).all()
     table = (out / "table.md").read_text()
     assert "3.36" in table and "this run" in table
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["config"]["glimpses"] == 3 and cfg["finished"]
-    for png in ("test_error.png", "learning_curves.png", "confusion.png", "glimpses.png"):
+    assert cfg["config"]["glimpses"] == 3 and cfg["finished"] and cfg["complete"]
+    from draw.fast import default_speed
+
+    speed = cfg["config"]["speed"]  # the bench trained through the fast path by default, and says so
+    assert speed["fused"] and speed["compile"] and speed == asdict(default_speed("cpu"))
+    assert default_speed("cpu").label() in table
+    for png in ("test_error.png", "learning_curves.png", "confusion.png", "glimpses.png", "glimpses_ram.png",
+                "compute.png"):
         assert (out / png).stat().st_size > 5000
     glimpses = pd.read_csv(out / "glimpses.csv")
     assert glimpses.t.max() == 3
@@ -111,7 +121,8 @@ def test_fresh_clutter_is_new_every_epoch_and_deterministic(fake_mnist_dir):
 def test_more_seeds_with_overwrite_keeps_finished_training(fake_mnist_dir, tmp_path):
     out = tmp_path / "bench"
     runner = CliRunner()
-    base = ["bench", "cluttered", "--preset", "smoke", "--models", "conv2", "--out", str(out), "--device", "cpu"]
+    base = ["bench", "cluttered", "--preset", "smoke", "--models", "conv2", "--out", str(out), "--device", "cpu",
+            "--eager"]
     r = runner.invoke(cli, [*base, "--seeds", "1"])
     assert r.exit_code == 0, r.output
     first = pd.read_csv(out / "results.csv")
@@ -149,7 +160,7 @@ def test_train_classifier_like_a_bench_folder_trains_the_same_model(fake_mnist_d
     out = tmp_path / "bench"
     runner = CliRunner()
     r = runner.invoke(cli, ["bench", "cluttered", "--preset", "smoke", "--models", "conv2,attention", "--out", str(out),
-                            "--device", "cpu"])
+                            "--device", "cpu", "--eager"])
     assert r.exit_code == 0, r.output
     for model in ("conv2", "attention"):
         again = tmp_path / f"again-{model}"

@@ -82,7 +82,7 @@ def test_bench_nll_twodigit_smoke(fake_mnist_dir, tmp_path):
     from cli import cli
 
     out = tmp_path / "two"
-    r = CliRunner().invoke(cli, ["bench", "nll", "--dataset", "twodigit", "--preset", "smoke", "--out", str(out),
+    r = CliRunner().invoke(cli, ["bench", "nll", "--dataset", "twodigit", "--preset", "smoke", "--eager", "--out", str(out),
                                  "--device", "cpu"])
     assert r.exit_code == 0, r.output
     df = pd.read_csv(out / "results.csv")

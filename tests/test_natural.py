@@ -130,7 +130,7 @@ def test_bench_nll_on_cifar10_runs_from_the_data_folder_and_names_missing_files(
 
     monkeypatch.setattr(FakeCIFAR10, "n_train", 5064)  # 64 training images + the 5,000 held out
     out = tmp_path / "nll"
-    args = ["bench", "nll", "--dataset", "cifar10", "--preset", "smoke", "--device", "cpu", "--data-dir",
+    args = ["bench", "nll", "--dataset", "cifar10", "--preset", "smoke", "--device", "cpu", "--eager", "--data-dir",
             str(tmp_path / "data")]
     r = CliRunner().invoke(cli, [*args, "--out", str(out)])
     assert r.exit_code == 0, r.output

@@ -186,7 +186,7 @@ def test_bench_nll_smoke_end_to_end(fake_mnist_dir, tmp_path):
 
     out = tmp_path / "nll"
     runner = CliRunner()
-    r = runner.invoke(cli, ["bench", "nll", "--preset", "smoke", "--out", str(out), "--device", "cpu"])
+    r = runner.invoke(cli, ["bench", "nll", "--preset", "smoke", "--out", str(out), "--device", "cpu", "--eager"])
     assert r.exit_code == 0, r.output
     df = pd.read_csv(out / "results.csv")
     assert set(df.model) == {"draw", "draw-noattn"}
@@ -215,7 +215,7 @@ def test_bench_nll_smoke_end_to_end(fake_mnist_dir, tmp_path):
     assert len(kl) == 2 * cfg["models"]["draw"]["T"] and (kl.kl_nats >= 0).all()
 
     # a second run with the same command skips both finished models
-    r2 = runner.invoke(cli, ["bench", "nll", "--preset", "smoke", "--out", str(out), "--device", "cpu"])
+    r2 = runner.invoke(cli, ["bench", "nll", "--preset", "smoke", "--out", str(out), "--device", "cpu", "--eager"])
     assert r2.exit_code == 0, r2.output
     assert "nothing to do" in r2.output
     pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"), df)

@@ -132,7 +132,7 @@ def test_bench_sigkill_rerun_skips_finished_models_without_duplicates(tmp_path):
     data = tmp_path / "data"
     write_fake_mnist_pkl(data)
     env = _env(data)
-    args = ["bench", "cluttered", "--preset", "smoke", "--models", "conv2,attention", "--device", "cpu"]
+    args = ["bench", "cluttered", "--preset", "smoke", "--models", "conv2,attention", "--device", "cpu", "--eager"]
     # two benches into two folders at once: the reference must not see the victim's rows
     ref = _start([*args, "--out", str(tmp_path / "ref")], env, tmp_path / "ref.log")
     victim = _start([*args, "--out", str(tmp_path / "b")], env, tmp_path / "b.log")
@@ -150,11 +150,11 @@ def test_bench_sigkill_rerun_skips_finished_models_without_duplicates(tmp_path):
     key = ["model", "seed", "metric"]
     assert not got.duplicated(key).any() and not want.duplicated(key).any()
     assert set(got.model) == set(want.model) == {"conv2", "attention"}
-    assert len(got) == len(want) == 12
-    exact = ["test_error_pct", "valid_error_pct", "epochs", "n_params"]  # not the timings
+    assert len(got) == len(want) == 16
+    exact = ["test_error_pct", "valid_error_pct", "epochs", "n_params", "macs_per_image"]  # not the timings
     merged = got.merge(want, on=key, suffixes=("_got", "_want"))
     merged = merged[merged.metric.isin(exact)]
-    assert len(merged) == 8 and (merged.value_got == merged.value_want).all(), merged
+    assert len(merged) == 10 and (merged.value_got == merged.value_want).all(), merged
     curves = pd.read_csv(tmp_path / "b" / "curves.csv")
     assert not curves.duplicated(["model", "seed", "epoch"]).any() and len(curves) == 4
 

@@ -68,7 +68,7 @@ def test_config_keeps_distractor_sizes_that_fit_and_rejects_unknown_axes():
 def test_bench_robustness_smoke(fake_mnist_dir, tmp_path):
     out = tmp_path / "rob"
     runner = CliRunner()
-    args = ["bench", "robustness", "--preset", "smoke", "--models", "attention,conv2", "--out", str(out),
+    args = ["bench", "robustness", "--preset", "smoke", "--models", "attention,conv2", "--eager", "--out", str(out),
             "--device", "cpu"]
     r = runner.invoke(cli, args)
     assert r.exit_code == 0, r.output

@@ -1,0 +1,291 @@
+"""Recurrent Attention Model (RAM): Mnih, Heess, Graves and Kavukcuoglu (2014), "Recurrent
+Models of Visual Attention" (arXiv 1406.6247), the hard-attention model that DRAW's Table 1
+compares against (100 x 100 cluttered MNIST: 4 glimpses 9.41%, 8 glimpses 8.11%).
+
+At each of T glimpses a retina reads k nested square patches around a location l (sec. 4,
+"Retina and location encodings"); a glimpse network mixes "what" and "where" into g_t; a
+recurrent core updates h_t; a Gaussian location policy picks the next l from h_t. The
+location is sampled, so it is not differentiable: the policy is trained by REINFORCE with a
+learned baseline, the rest by back-propagating the classification loss (sec. 3.2, "hybrid
+supervised loss"). Unlike :mod:`draw.classifier`, whose attention is differentiable.
+
+Locations l are in [-1, 1]^2, as (x, y): (-1, -1) is the centre of the top-left pixel,
+(1, 1) that of the bottom-right one, (0, 0) the image centre. In 1-based pixels (the rest
+of the code base's convention) x = 1 + (l_x + 1) (W - 1) / 2, y = 1 + (l_y + 1) (H - 1) / 2.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+CORES = ("lstm", "rnn")
+
+
+@dataclass
+class RAMConfig:
+    """RAM; defaults: the paper's 100 x 100 cluttered setting (Table 2: 12 x 12 patches, 4 scales)."""
+
+    image_shape: tuple[int, int, int] = (1, 100, 100)
+    glimpses: int = 8  # T
+    patch: int = 12  # g_w, the side of the finest retina patch
+    scales: int = 4  # k patches of sides g_w, 2 g_w, 4 g_w, ... (12, 24, 48, 96)
+    glimpse_hidden: int = 128  # h_g and h_l
+    glimpse_size: int = 256  # g_t
+    lstm_size: int = 256  # the core's state h_t
+    n_classes: int = 10
+    # Fixed std of the Gaussian location policy, in l units (the paper fixes it, value not
+    # given). 0.1 is about 5 pixels on 100 x 100: exploration within a fovea's width of the
+    # mean, so a glimpse still lands near where the policy meant, while its REINFORCE
+    # gradient (which scales as 1/std) stays moderate.
+    loc_std: float = 0.1
+    # The paper's classification core (the cluttered MNIST rows of its Table 2, quoted by DRAW's
+    # Table 1) is rectifier units, h_t = Rect(Linear(h_{t-1}) + Linear(g_t)) ("rnn", sec. 4,
+    # "Core network"); it used LSTM units for its dynamic environment. "lstm" gives RAM the
+    # differentiable classifier's core.
+    core: str = "rnn"
+
+    def __post_init__(self) -> None:
+        self.image_shape = tuple(int(s) for s in self.image_shape)  # JSON round trip gives lists
+        if len(self.image_shape) != 3:
+            raise ValueError(f"image_shape must be (C, H, W), got {self.image_shape}")
+        for name in ("glimpses", "patch", "scales", "glimpse_hidden", "glimpse_size", "lstm_size", "n_classes"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not (math.isfinite(self.loc_std) and self.loc_std > 0):
+            raise ValueError(f"loc_std must be > 0, got {self.loc_std}")
+        if self.core not in CORES:
+            raise ValueError(f"core must be one of {CORES}, got {self.core!r}")
+
+
+class GlimpseSensor(nn.Module):
+    """The retina rho(x, l) (sec. 4): k square patches centred at l, of sides g, 2g, 4g, ...,
+    each area-averaged down to g x g (average pooling over 1, 2, 4, ... pixel blocks); zeros
+    outside the image. No parameters.
+
+    The crop centre is l's pixel rounded half up, c = floor(p + 1/2) with p the 0-based
+    pixel position of l; a patch of side s covers pixels c - floor(s/2) .. c - floor(s/2) + s - 1
+    on each axis (for even s, c is the pixel just below and right of the patch's middle).
+    The largest patch (side S = g 2^(k-1)) is gathered once from the zero-padded image;
+    the others are its centre crops, so all k patches share one centre.
+    """
+
+    def __init__(self, image_shape: tuple[int, int, int], patch: int, scales: int) -> None:
+        super().__init__()
+        self.C, self.H, self.W = image_shape
+        self.g, self.k = patch, scales
+        self.S = patch * 2 ** (scales - 1)  # side of the largest patch
+        self.P = self.S // 2  # zero padding on every side: every patch of a centre on the image fits
+        self.size = scales * self.C * patch * patch  # of the flattened output
+
+    def pad(self, x: Tensor) -> Tensor:
+        """``(batch, C, H, W)`` -> ``(batch, C, H + 2P, W + 2P)``; done once per image, read T times."""
+        return F.pad(x, (self.P, self.P, self.P, self.P))
+
+    def centre(self, loc: Tensor) -> Tensor:
+        """``(batch, 2)`` locations (x, y) in [-1, 1] -> 0-based crop centres (col, row), long."""
+        loc = loc.float()  # Python-scalar arithmetic below: no host-to-device copy (CUDA graphs)
+        c_x = torch.floor((loc[:, 0] + 1) * ((self.W - 1) / 2) + 0.5).clamp(0, self.W - 1)  # round half up
+        c_y = torch.floor((loc[:, 1] + 1) * ((self.H - 1) / 2) + 0.5).clamp(0, self.H - 1)
+        return torch.stack((c_x, c_y), -1).long()
+
+    def read(self, x_pad: Tensor, loc: Tensor) -> Tensor:
+        """Patches ``(batch, k, C, g, g)`` of the padded image ``x_pad`` (from :meth:`pad`) at ``loc`` ``(batch, 2)``."""
+        batch, C, _, Wp = x_pad.shape
+        c = self.centre(loc)  # (batch, 2)
+        offsets = torch.arange(self.S, device=x_pad.device)
+        # pixel c - S//2 of the image is pixel c of the padded one
+        cols = c[:, 0:1] + offsets  # (batch, S)
+        rows = c[:, 1:2] + offsets  # (batch, S)
+        index = (rows[:, :, None] * Wp + cols[:, None, :]).flatten(1)  # (batch, S S)
+        big = x_pad.flatten(2).gather(2, index[:, None].expand(batch, C, -1)).view(batch, C, self.S, self.S)
+        patches = []
+        for j in range(self.k):  # side s = g 2^j, averaged over 2^j x 2^j blocks
+            s, o = self.g * 2**j, self.S // 2 - (self.g * 2**j) // 2
+            crop = big[:, :, o : o + s, o : o + s]  # (batch, C, s, s)
+            patches.append(F.avg_pool2d(crop, 2**j) if j else crop)
+        return torch.stack(patches, 1)  # (batch, k, C, g, g)
+
+    def forward(self, x: Tensor, loc: Tensor) -> Tensor:
+        """rho(x, l): ``x`` ``(batch, C, H, W)``, ``loc`` = l ``(batch, 2)`` -> ``(batch, k, C, g, g)``."""
+        return self.read(self.pad(x), loc)
+
+
+class GlimpseNetwork(nn.Module):
+    """f_g(x, l) (sec. 4, "Glimpse network"): h_g = Rect(Linear(rho(x, l))), h_l = Rect(Linear(l)),
+    g = Rect(Linear(h_g) + Linear(h_l))."""
+
+    def __init__(self, cfg: RAMConfig) -> None:
+        super().__init__()
+        self.sensor = GlimpseSensor(cfg.image_shape, cfg.patch, cfg.scales)
+        self.what = nn.Linear(self.sensor.size, cfg.glimpse_hidden)  # -> h_g
+        self.where = nn.Linear(2, cfg.glimpse_hidden)  # -> h_l
+        self.what_g = nn.Linear(cfg.glimpse_hidden, cfg.glimpse_size)
+        self.where_g = nn.Linear(cfg.glimpse_hidden, cfg.glimpse_size)
+
+    def forward(self, x_pad: Tensor, loc: Tensor) -> Tensor:
+        """``x_pad`` from ``sensor.pad``, ``loc`` = l_{t-1} ``(batch, 2)`` -> g ``(batch, glimpse_size)``."""
+        rho = self.sensor.read(x_pad, loc).flatten(1)  # (batch, k C g g)
+        h_g = F.relu(self.what(rho))
+        h_l = F.relu(self.where(loc))
+        return F.relu(self.what_g(h_g) + self.where_g(h_l))
+
+
+class CoreNetwork(nn.Module):
+    """f_h: h_t = f_h(h_{t-1}, g_t); an LSTM cell, or the paper's rectifier units
+    h_t = Rect(Linear(h_{t-1}) + Linear(g_t)) (``kind="rnn"``, whose cell state stays 0)."""
+
+    def __init__(self, glimpse_size: int, size: int, kind: str = "lstm") -> None:
+        super().__init__()
+        self.kind = kind
+        if kind == "lstm":
+            self.cell = nn.LSTMCell(glimpse_size, size)
+        else:
+            self.from_h = nn.Linear(size, size)
+            self.from_g = nn.Linear(glimpse_size, size)
+
+    def forward(self, g: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        """``g`` ``(batch, glimpse_size)``, ``(h, c)`` each ``(batch, size)`` -> the new ``(h, c)``."""
+        if self.kind == "lstm":
+            return self.cell(g, state)
+        h, c = state
+        return F.relu(self.from_h(h) + self.from_g(g)), c
+
+
+class LocationNetwork(nn.Module):
+    """f_l: the location policy pi(l | h) = N(mu, loc_std^2 I), mu = tanh(Linear(h)) (the paper
+    has mu = Linear(h); tanh keeps the mean on the image). Trained by REINFORCE alone: h is
+    detached, and so is the sample fed back to the glimpse network."""
+
+    def __init__(self, size: int, std: float) -> None:
+        super().__init__()
+        self.std = std
+        self.mu = nn.Linear(size, 2)
+
+    def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        """``h`` ``(batch, size)`` -> l ``(batch, 2)`` in [-1, 1] (detached) and log pi(l | h) ``(batch,)``.
+
+        The log-density is of the unclamped sample; all in float32 (also under autocast)."""
+        mu = torch.tanh(self.mu(h.detach()).float())  # (batch, 2)
+        sample = (mu + self.std * torch.randn_like(mu)).detach()
+        log_pi = (-(sample - mu).square() / (2 * self.std**2) - math.log(self.std * math.sqrt(2 * math.pi))).sum(-1)
+        return sample.clamp(-1, 1), log_pi
+
+
+class BaselineNetwork(nn.Module):
+    """b_t = Linear(h_t) (sec. 3.2, variance reduction): the expected reward from state h_t,
+    fitted by the squared error to R; h is detached so the baseline does not shape the core."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.b = nn.Linear(size, 1)
+
+    def forward(self, h: Tensor) -> Tensor:
+        """``(batch, size)`` -> ``(batch,)`` float32."""
+        return self.b(h.detach()).float().squeeze(-1)
+
+
+class ActionNetwork(nn.Module):
+    """f_a: the class after the last glimpse, softmax(Linear(h_T)) (sec. 4.1); returns logits."""
+
+    def __init__(self, size: int, n_classes: int) -> None:
+        super().__init__()
+        self.logits = nn.Linear(size, n_classes)
+
+    def forward(self, h: Tensor) -> Tensor:
+        """``(batch, size)`` -> logits ``(batch, n_classes)`` float32."""
+        return self.logits(h).float()
+
+
+@dataclass
+class Rollout:
+    """One episode per image: the action's logits ``(batch, n_classes)``, the locations
+    l_0 .. l_{T-1} ``(batch, T, 2)`` in [-1, 1], their log pi ``(batch, T)`` and the
+    baselines b_0 .. b_{T-1} ``(batch, T)`` of the states they were drawn from."""
+
+    logits: Tensor
+    loc: Tensor
+    log_pi: Tensor
+    b: Tensor
+
+
+def hybrid_loss(logits: Tensor, y: Tensor, log_pi: Tensor, b: Tensor) -> dict[str, Tensor]:
+    """The terms of the hybrid loss (sec. 3.2): cross-entropy of the action, REINFORCE of the
+    locations with reward R = 1 for a correct class (0 otherwise, at the last step only) and
+    advantage R - b_t, and the baseline's squared error to R. Shapes as in :class:`Rollout`.
+    Returns 0-d tensors ``ce``, ``reinforce``, ``baseline_mse`` (with their graphs), ``reward``
+    and ``error``."""
+    ce = F.cross_entropy(logits.float(), y)
+    R = (logits.argmax(1) == y).float()  # (batch,)
+    advantage = (R[:, None] - b).detach()  # (batch, T)
+    reinforce = -(log_pi * advantage).sum(1).mean()  # - sum_t log pi(l_t) (R - b_t), batch mean
+    baseline_mse = (b - R[:, None]).square().mean()
+    return {"ce": ce, "reinforce": reinforce, "baseline_mse": baseline_mse, "reward": R.mean(), "error": 1 - R.mean()}
+
+
+class RAM(nn.Module):
+    """``x`` ``(batch, C, H, W)`` in [0, 1] -> logits ``(batch, n_classes)`` and glimpse locations.
+
+    ``mc_samples`` (an attribute, not part of the config): location rollouts averaged per
+    image by :meth:`forward` when it is not told; 1 by default (set it for evaluation)."""
+
+    kind = "ram"
+
+    def __init__(self, cfg: RAMConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.glimpse = GlimpseNetwork(cfg)
+        self.core = CoreNetwork(cfg.glimpse_size, cfg.lstm_size, cfg.core)
+        self.locator = LocationNetwork(cfg.lstm_size, cfg.loc_std)
+        self.baseline = BaselineNetwork(cfg.lstm_size)
+        self.action = ActionNetwork(cfg.lstm_size, cfg.n_classes)
+        self.mc_samples = 1
+
+    def rollout(self, x: Tensor) -> Rollout:
+        """One episode of T glimpses per image, locations sampled from the policy."""
+        batch = x.shape[0]
+        x_pad = self.glimpse.sensor.pad(x)
+        h = x.new_zeros(batch, self.cfg.lstm_size)
+        c = x.new_zeros(batch, self.cfg.lstm_size)
+        ls, log_pis, bs = [], [], []
+        for _ in range(self.cfg.glimpses):
+            loc, log_pi = self.locator(h)  # l_t ~ pi(. | h_t); from h_0 = 0 the learned start
+            bs.append(self.baseline(h))
+            h, c = self.core(self.glimpse(x_pad, loc), (h, c))
+            ls.append(loc)
+            log_pis.append(log_pi)
+        return Rollout(self.action(h), torch.stack(ls, 1), torch.stack(log_pis, 1), torch.stack(bs, 1))
+
+    def to_pixels(self, loc: Tensor) -> Tensor:
+        """Locations in [-1, 1] ``(..., 2)`` -> 1-based pixel coordinates (x, y)."""
+        _, H, W = self.cfg.image_shape
+        return torch.stack((1 + (loc[..., 0] + 1) * ((W - 1) / 2), 1 + (loc[..., 1] + 1) * ((H - 1) / 2)), -1)
+
+    def forward(self, x: Tensor, mc_samples: int | None = None) -> tuple[Tensor, Tensor]:
+        """Logits ``(batch, n_classes)`` and the glimpse locations ``(batch, T, 2)`` in 1-based
+        pixels (x, y). With ``mc_samples`` M > 1 (default ``self.mc_samples``): M rollouts,
+        one after another; the logits are the log of their mean class probabilities, the
+        locations those of the first rollout."""
+        M = self.mc_samples if mc_samples is None else int(mc_samples)
+        if M < 1:
+            raise ValueError(f"mc_samples must be >= 1, got {M}")
+        first = self.rollout(x)
+        if M == 1:
+            return first.logits, self.to_pixels(first.loc)
+        log_p = [first.logits.log_softmax(-1)] + [self.rollout(x).logits.log_softmax(-1) for _ in range(M - 1)]
+        return torch.logsumexp(torch.stack(log_p), 0) - math.log(M), self.to_pixels(first.loc)
+
+    def terms(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        """:func:`hybrid_loss` of one rollout per image."""
+        r = self.rollout(x)
+        return hybrid_loss(r.logits, y, r.log_pi, r.b)
+
+    def loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """ce + reinforce + baseline_mse; metrics are detached device tensors (no host sync)."""
+        t = self.terms(x, y)
+        loss = t["ce"] + t["reinforce"] + t["baseline_mse"]
+        return loss, {"loss": loss.detach(), **{k: v.detach() for k, v in t.items()}}
