@@ -194,6 +194,41 @@ def data_cluttered(canvas, distractors, distractor_size, split, seed, n, out, pr
         click.echo(f"wrote {preview}")
 
 
+@data.command("export")
+@click.argument("bench_name", metavar="cluttered|robustness", type=click.Choice(["cluttered", "robustness"]))
+@click.option("--preset", type=click.Choice(PRESETS), default="paper",
+              help="The bench preset whose test sets to write (cluttered: quick and paper share theirs).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
+@_data_dir_option
+@_friendly_errors
+def data_export(bench_name, preset, out, data_dir) -> None:
+    """Write the exact test images a bench evaluates on (frozen test sets: uint8 images and int64
+    labels in .npz files numpy.load reads) and manifest.json (generator parameters, seeds, the
+    MNIST hashes, each file's SHA-256 and its arrays' SHA-256, as the bench records them in
+    test_sets.json). The test sets do not depend on --glimpses or the models."""
+    from datasets import export
+
+    _writable_dir(out, "--out")
+    if bench_name == "cluttered":
+        from benchmark.cluttered import PRESETS as CLUTTERED
+
+        d = CLUTTERED[preset].data
+        doc = export.export_cluttered(out, canvas=d.canvas, distractors=d.distractors,
+                                      distractor_size=d.distractor_size, seed=d.seed, n=d.n_test, preset=preset,
+                                      data_dir=data_dir)
+    else:
+        from benchmark.robustness import bench_config
+
+        e = bench_config(preset, models=["conv2"]).eval
+        doc = export.export_robustness(out, n=e.n, canvas=e.canvas, seed=e.seed, split=e.split,
+                                       distractors=e.distractors, distractor_size=e.distractor_size,
+                                       max_distractors=e.max_distractors, axes=e.axes, preset=preset,
+                                       data_dir=data_dir)
+    for f in doc["files"]:
+        click.echo(f"wrote {out / f['file']}: {f['n']} images, arrays sha256 {f['arrays_sha256']}")
+    click.echo(f"wrote {out / export.MANIFEST_FILE}")
+
+
 # -- train ---------------------------------------------------------------------------------
 def _train_options(f):
     for opt in reversed([
@@ -607,10 +642,40 @@ BENCHES = {"cluttered": "benchmark.cluttered:ClutteredBench", "nll": "benchmark.
 
 
 @cli.command("report")
-@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("folders", metavar="OUT [OUT ...]", nargs=-1, required=True,
+                type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--leaderboard", is_flag=True,
+              help="Merge the bench folders OUT ... into one ranking per bench (cluttered, robustness, nll), "
+                   "printed as markdown, instead of redrawing one folder's report.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="With --leaderboard: also write the markdown to this file.")
 @_friendly_errors
-def report_cmd(out) -> None:
-    """Redraw the table and plots of a bench folder OUT from its CSV files."""
+def report_cmd(folders, leaderboard, out_file) -> None:
+    """Redraw the table and plots of a bench folder OUT from its CSV files, or with
+    --leaderboard rank the models of several bench folders."""
+    if leaderboard:
+        from benchmark.leaderboard import LeaderboardError, leaderboard_markdown
+        from datasets.files import atomic_write_text
+
+        try:
+            text = leaderboard_markdown(list(folders))
+        except LeaderboardError as e:
+            raise click.BadParameter(str(e), param_hint="OUT") from None
+        click.echo(text, nl=False)
+        if out_file is not None:
+            _writable_dir(out_file.parent, "--out")
+            atomic_write_text(out_file, text)
+            click.echo(f"wrote {out_file}")
+        return
+    if len(folders) > 1:
+        raise click.BadParameter("give one folder to redraw, or --leaderboard to rank several", param_hint="OUT")
+    if out_file is not None:
+        raise click.BadParameter("--out goes with --leaderboard (a report is written into its folder)",
+                                 param_hint="--out")
+    _redraw(folders[0])
+
+
+def _redraw(out: Path) -> None:
     import importlib
     import json
 

@@ -28,6 +28,7 @@ from benchmark.report import (
 )
 from benchmark.runner import Bench, Job, OutOfTime, RunContext
 from datasets.cluttered import ClutterParams
+from datasets.export import record_test_sets
 from datasets.files import atomic_write_text
 from datasets.tensors import TensorData
 from draw.baselines import ConvConfig
@@ -158,7 +159,11 @@ class ClutteredBench(Bench):
 
         self.train_data = cluttered_data("train", params, d.seed, d.n_train, ctx.data_dir).to(ctx.device)
         self.valid_data = cluttered_data("valid", params, d.seed, d.n_valid, ctx.data_dir).to(ctx.device)
-        self.test_data = cluttered_data("test", params, d.seed, d.n_test, ctx.data_dir).to(ctx.device)
+        test = cluttered_data("test", params, d.seed, d.n_test, ctx.data_dir)
+        # the SHA-256 of the test arrays, as `cli.py data export cluttered` hashes cluttered_test.npz
+        record_test_sets(ctx.out, {"bench": "cluttered", "data": asdict(d)},
+                         {"cluttered_test": (test.x[:, 0].numpy(), test.y.numpy())})
+        self.test_data = test.to(ctx.device)
         self.epoch_data = None
         if d.fresh_clutter:
             ctx.echo("training data: new clutter from the training digits every epoch (the first epoch: the cached set)")

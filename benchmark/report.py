@@ -346,6 +346,27 @@ def append_results(out_dir: str | os.PathLike, rows: Iterable[dict] | pd.DataFra
     return merged
 
 
+def replace_results(out_dir: str | os.PathLike, metrics: Iterable[str], rows: pd.DataFrame) -> bool:
+    """Make ``rows`` the only rows of ``metrics`` in ``out_dir/results.csv`` (derived rows,
+    e.g. scores computed from the others: stale ones go, the rest stay). Rewrites the file
+    (atomically, under the lock) only when that changes it; returns whether it did."""
+    folder = Path(out_dir)
+    metrics = set(metrics)
+    new = _tidy(rows) if len(rows) else _empty_results()
+    with folder_lock(folder):
+        old = read_results(folder)
+        mine = old[old.metric.isin(metrics)]
+        both = mine.merge(new, on=KEY_COLUMNS, suffixes=("_old", ""))
+        if len(both) == len(mine) == len(new) and np.allclose(both.value_old, both.value, rtol=1e-12, atol=0,
+                                                               equal_nan=True):
+            return False  # unchanged (up to the CSV round trip of floats)
+        frames = [f for f in (old[~old.metric.isin(metrics)], new) if len(f)]
+        merged = _tidy(pd.concat(frames, ignore_index=True)) if frames else _empty_results()
+        atomic_write_text(folder / RESULTS_FILE, merged.drop_duplicates(subset=KEY_COLUMNS, keep="last")
+                          .to_csv(index=False))
+    return True
+
+
 def append_csv(path: str | os.PathLike, frame: pd.DataFrame, key: list[str]) -> None:
     """Merge ``frame`` into the side CSV at ``path`` (curves, predictions, ...), newest rows
     winning on ``key``; atomic. For results.csv use :func:`append_results`."""

@@ -3,17 +3,25 @@
 Trains the attention classifier and the conv baselines exactly as ``bench cluttered``
 does (into ``OUT/train``, resumable), or reuses the checkpoints of a finished ``bench
 cluttered`` folder (``--from``), then evaluates every model and training seed on one fixed
-set of test scenes (:class:`datasets.degrade.Scenes`, seeded) degraded along six axes at
-six or seven severities each (:data:`datasets.degrade.AXES`). The same images are used
-for every model and seed, so differences between models are paired comparisons.
+set of test scenes (:class:`datasets.degrade.Scenes`, seeded) degraded along six axes:
+the training setting (severity 0), five harder severities 1-5 and, for clutter and
+distractor size, the easier values as extra points (negative severities; see
+:mod:`datasets.degrade`). The same images are used for every model and seed, so
+differences between models are paired comparisons. Corruption errors (CE, mCE, relative
+mCE; ImageNet-C form, relative to the 2-layer conv) come from
+:mod:`benchmark.robustness_scores`.
 
-Outputs in OUT: results.csv (one row per model, seed, setting ``axis=severity`` and
+Outputs in OUT: results.csv (one row per model, seed, setting ``axis=value`` and
 metric: test error, expected calibration error, mean confidence; per-class error at the
-clean setting), calibration.csv (reliability-diagram bins at the clean setting),
-table.md, config.json, and the plots robustness.png (error against severity per axis,
-band: spread over seeds), calibration.png, per_class.png, examples.png (one image per
-axis and severity) and glimpses_hardest.png (the attention model's glimpses at the
-hardest severity of each axis where it is still right more often than not).
+clean setting; CE rows per axis and mCE rows, written at the end of a run and by ``cli.py
+report``), calibration.csv (reliability-diagram bins at the clean setting), test_sets.json
+(the SHA-256 of every test set evaluated, :func:`datasets.export.arrays_sha256`: compare
+with ``cli.py data export robustness``), table.md, config.json, and the plots
+robustness.png (error against severity per axis, band: spread over seeds),
+calibration.png, calibration_severity.png (ECE against severity), per_class.png,
+examples.png (one image per axis and severity) and glimpses_hardest.png (the attention
+model's glimpses at the hardest severity of each axis where it is still right more often
+than not).
 """
 
 from __future__ import annotations
@@ -31,8 +39,20 @@ from benchmark.cluttered import ClutteredBench, ClutteredConfig
 from benchmark.cluttered import bench_config as cluttered_config
 from benchmark.config import to_dict
 from benchmark.report import append_csv, markdown_table, read_results, save_figure
+from benchmark.robustness_scores import (
+    ECE_BINS,
+    calibration_bins,
+    calibration_severity_plot,
+    ce_table,
+    ece_tables,
+    expected_calibration_error,
+    parse_settings,
+    per_class_error,
+    write_scores,
+)
 from benchmark.runner import Bench, BenchError, Job, OutOfTime, RunContext, run_bench, weights_path
-from datasets.degrade import AXES
+from datasets.degrade import AXES, MAX_DISTRACTORS, axis_values, severity
+from datasets.export import record_test_sets, setting_name
 from datasets.tensors import TensorData
 from draw.checkpoint import load_model
 from draw.fast import SpeedConfig
@@ -51,7 +71,6 @@ PRESETS: dict[str, RobustnessPreset] = {
     "quick": RobustnessPreset("quick", 5000),
     "paper": RobustnessPreset("paper", 10000),
 }
-ECE_BINS = 15
 SHORT = {"distractor_size": "distractor size", "salt_pepper": "salt & pepper", "gaussian": "noise sigma"}
 CHANCE_PCT = 90.0
 
@@ -125,56 +144,19 @@ def bench_config(preset: str, *, seeds: int = 1, models: list[str] | None = None
     if unknown:
         raise RobustnessError(f"unknown axis {', '.join(unknown)}; choose from {', '.join(AXES)}")
     d = train.data
-    values = {a: [float(v) for v in AXES[a].values if a != "distractor_size" or v <= min(28, d.canvas)] for a in axes}
+    try:
+        values = {a: axis_values(a, d.distractors, d.distractor_size, d.canvas) for a in axes}
+    except ValueError as e:
+        raise RobustnessError(f"cannot number the severities of this training setting: {e}") from None
     return RobustnessConfig(
         preset=preset, models=list(train.models), seeds=list(train.seeds),
         from_dir=str(from_dir) if from_dir is not None else None, train=train,
         eval=EvalSettings(n=p.n_eval, canvas=d.canvas, distractors=d.distractors, distractor_size=d.distractor_size,
-                          max_distractors=max(AXES["clutter"].values), axes=values))
-
-
-# --------------------------------------------------------------------------- metrics
-
-
-def calibration_bins(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> pd.DataFrame:
-    """Equal-width confidence bins over [0, 1]: count, mean confidence and accuracy per bin."""
-    confidence = np.asarray(confidence, dtype=np.float64)
-    correct = np.asarray(correct, dtype=np.float64)
-    idx = np.minimum((confidence * bins).astype(np.int64), bins - 1)
-    count = np.bincount(idx, minlength=bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        conf = np.bincount(idx, confidence, minlength=bins) / count
-        acc = np.bincount(idx, correct, minlength=bins) / count
-    return pd.DataFrame({"bin": np.arange(bins), "lower": np.arange(bins) / bins, "count": count,
-                         "confidence": conf, "accuracy": acc})
-
-
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> float:
-    """ECE (Guo et al., 2017): sum over bins of (bin share) * |accuracy - mean confidence|, in [0, 1]."""
-    b = calibration_bins(confidence, correct, bins)
-    b = b[b["count"] > 0]
-    n = b["count"].sum()
-    return float((b["count"] / n * (b["accuracy"] - b["confidence"]).abs()).sum()) if n else float("nan")
-
-
-def per_class_error(labels: np.ndarray, pred: np.ndarray, classes: int = 10) -> np.ndarray:
-    """Error (%) of each true class: 100 * (1 - recall), from scikit-learn; NaN for a class absent from labels."""
-    from sklearn.metrics import recall_score
-
-    return 100.0 * (1.0 - recall_score(labels, pred, labels=list(range(classes)), average=None, zero_division=np.nan))
+                          max_distractors=MAX_DISTRACTORS, axes=values))
 
 
 def _setting(axis: str, value: float) -> str:
     return f"{axis}={value:g}"
-
-
-def _parse_settings(df: pd.DataFrame) -> pd.DataFrame:
-    """results.csv rows of degraded settings, with ``axis`` and ``severity`` columns."""
-    df = df[df.split.str.contains("=", regex=False)].copy()
-    parts = df.split.str.split("=", n=1, expand=True)
-    df["axis"] = parts[0]
-    df["severity"] = parts[1].astype(float)
-    return df
 
 
 # --------------------------------------------------------------------------- run
@@ -242,6 +224,7 @@ class RobustnessBench(Bench):
                  f"{len(self.jobs())} settings over {len(e.axes)} axes, {len(self.nets)} model(s)")
         self.scenes = _scenes(cfg, ctx.data_dir)
         self.clean = self.scenes.render(e.distractors, e.distractor_size)
+        self._record(ctx, "robustness_clean", self.clean)
         results = read_results(ctx.out)
         self.clean_done = "clean" in set(results.split)
 
@@ -253,6 +236,7 @@ class RobustnessBench(Bench):
         is_clean = value == AXES[axis].clean_value(e.distractors, e.distractor_size)
         images = self.clean if is_clean else self.scenes.degrade(axis, value, distractors=e.distractors,
                                                                  distractor_size=e.distractor_size, clean=self.clean)
+        self._record(ctx, setting_name(axis, value), images)
         data = TensorData.from_numpy(images, labels).to(ctx.device)
         rows, bins = [], []
         for (name, seed), net in self.nets.items():
@@ -274,11 +258,27 @@ class RobustnessBench(Bench):
             self.clean_done = True
         return rows
 
+    def _record(self, ctx: RunContext, name: str, images: np.ndarray) -> None:
+        """The SHA-256 of a test set evaluated, in test_sets.json (as `data export robustness` hashes it)."""
+        e = self.cfg.eval
+        identity = {"bench": "robustness", "n": e.n, "canvas": e.canvas, "seed": e.seed, "split": e.split,
+                    "distractors": e.distractors, "distractor_size": e.distractor_size,
+                    "max_distractors": e.max_distractors}
+        record_test_sets(ctx.out, identity, {name: (images, self.scenes.labels)})
+
     def finish(self, ctx: RunContext) -> None:
+        e = self.cfg.eval
+        write_scores(ctx.out, e.distractors, e.distractor_size)
         ctx.echo("drawing examples and glimpses")
         _example_figure(ctx.out, self.cfg, ctx.data_dir)
         if "attention" in self.cfg.models:
             _glimpse_figure(ctx.out, self.cfg, self.nets, ctx.data_dir, ctx.device)
+
+    @classmethod
+    def write_report(cls, out: str | Path, cfg: RobustnessConfig) -> list[Path]:
+        """The CE rows (derived from the per-setting rows, idempotent), then table.md and plots."""
+        write_scores(Path(out), cfg.eval.distractors, cfg.eval.distractor_size)
+        return super().write_report(out, cfg)
 
     @classmethod
     def table(cls, out: Path, df: pd.DataFrame, cfg: RobustnessConfig) -> str:
@@ -345,7 +345,7 @@ def _example_figure(out: Path, cfg: RobustnessConfig, data_dir: str | Path | Non
 def _hardest_level(df: pd.DataFrame, axis: str, values: list[float], limit: float = 50.0) -> float:
     """The most severe value of ``axis`` at which the attention model's mean error is <= limit."""
     err = df[(df.model == "attention") & (df.metric == "test_error_pct") & (df.axis == axis)]
-    mean = err.groupby("severity").value.mean()
+    mean = err.groupby("level").value.mean()
     ok = [v for v in values if v in mean.index and mean[v] <= limit]
     return ok[-1] if ok else values[0]
 
@@ -359,7 +359,7 @@ def _glimpse_figure(out: Path, cfg: RobustnessConfig, nets: dict, data_dir: str 
     e = cfg.eval
     seed = cfg.seeds[0]
     net = nets[("attention", seed)]
-    df = _parse_settings(read_results(out))
+    df = parse_settings(read_results(out))
     scenes = _scenes(cfg, data_dir, n=min(pool, e.n))
     D, S = e.distractors, e.distractor_size
     clean = scenes.render(D, S)
@@ -396,7 +396,7 @@ def _label(cfg: RobustnessConfig, model: str) -> str:
 
 def plots(out: Path, df: pd.DataFrame, cfg: RobustnessConfig) -> list[Path]:
     """The plots, from the CSV files in ``out`` alone (results.csv is ``df``)."""
-    sev = _parse_settings(df)
+    sev = parse_settings(df)
     if sev.empty:
         return []
     import matplotlib.pyplot as plt
@@ -415,12 +415,15 @@ def plots(out: Path, df: pd.DataFrame, cfg: RobustnessConfig) -> list[Path]:
     fig, grid = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 3.6 * nrow), squeeze=False)
     for ax, axis in zip(grid.flat, axes, strict=False):
         a = err[err.axis == axis]
-        sns.lineplot(data=a, x="severity", y="value", hue="label", hue_order=order, palette=palette, marker="o",
+        sns.lineplot(data=a, x="level", y="value", hue="label", hue_order=order, palette=palette, marker="o",
                      errorbar="sd", ax=ax, legend=False)
+        values = e.axes.get(axis, [])
+        ax.set_xticks(values)
+        ax.set_xticklabels([f"{v:g}\n{severity(axis, v, D, S):+d}".replace("+0", "0") for v in values], fontsize=8)
         ax.axvline(AXES[axis].clean_value(D, S), color="gray", ls=":", lw=1.2)
         ax.axhline(CHANCE_PCT, color="gray", ls="--", lw=0.8)
         ax.set_ylim(0, 100)
-        ax.set_xlabel(AXES[axis].label)
+        ax.set_xlabel(AXES[axis].label + " / severity")
         ax.set_ylabel("test error (%)")
         ax.set_title(axis.replace("_", " "))
         if axis == "contrast":
@@ -437,6 +440,7 @@ def plots(out: Path, df: pd.DataFrame, cfg: RobustnessConfig) -> list[Path]:
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     written.append(out / "robustness.png")
     save_figure(fig, written[-1])
+    written += calibration_severity_plot(out, df, D, S, list(cfg.models), lambda m: _label(cfg, m))
 
     calib_path = out / "calibration.csv"
     if calib_path.exists():
@@ -491,11 +495,13 @@ def table(out: Path, df: pd.DataFrame, cfg: RobustnessConfig) -> str:
              f"Evaluated on {e.n} test scenes (MNIST test digits, seed {e.seed}), the same images for every "
              f"model and seed; training seeds: {len(cfg.seeds)}. Cells: test error (%), mean ± sd over seeds. "
              f"Chance is {CHANCE_PCT:.0f}%.", ""]
-    sev = _parse_settings(df)
+    sev = parse_settings(df)
     err = sev[sev.metric == "test_error_pct"]
     if not err.empty:
         models = [m for m in cfg.models if m in set(err.model)]
-        lines += ["## Mean error over each axis's severities", ""]
+        lines += ce_table(df, D, S, list(cfg.models), lambda m: _label(cfg, m))
+        lines += ["## Mean error over each axis's settings", "",
+                  "Mean over every value evaluated (easier ones and the training setting included).", ""]
         rows = []
         for m in models:
             row = {"model": _label(cfg, m)}
@@ -513,9 +519,9 @@ def table(out: Path, df: pd.DataFrame, cfg: RobustnessConfig) -> str:
             for m in models:
                 row = {"model": _label(cfg, m)}
                 for v in values:
-                    cell = a[(a.model == m) & np.isclose(a.severity, v)].value
-                    mark = " (trained)" if v == AXES[axis].clean_value(D, S) else ""
-                    row[f"{v:g}{mark}"] = _mean_sd(cell) if len(cell) else ""
+                    cell = a[(a.model == m) & np.isclose(a.level, v)].value
+                    s = severity(axis, v, D, S)
+                    row[f"{v:g} (trained)" if s == 0 else f"{v:g} (s{s:+d})"] = _mean_sd(cell) if len(cell) else ""
                 rows.append(row)
             lines += [markdown_table(pd.DataFrame(rows)), ""]
         clean = df[df.split == "clean"]
@@ -532,6 +538,7 @@ def table(out: Path, df: pd.DataFrame, cfg: RobustnessConfig) -> str:
                 row[f"class {k}"] = _mean_sd(pc[(pc.model == m) & (pc.metric == f"class_{k}_error_pct")].value)
             rows.append(row)
         lines += [markdown_table(pd.DataFrame(rows)), ""]
+        lines += ece_tables(df, D, S, list(cfg.models), lambda m: _label(cfg, m))
     if cfg.preset != "paper":
         lines.append(f"The `{cfg.preset}` preset trains each model for a small fixed budget (see config.json) so "
                      "that it runs on a 2-core CPU; errors are higher than at convergence, and the ranking of models "

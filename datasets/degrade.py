@@ -16,6 +16,28 @@ occlusion           a black square of side ``f * canvas`` at a uniform      f = 
                     position
 ==================  =====================================================  ==========
 
+Severities are numbered as in ImageNet-C (Hendrycks & Dietterich, 2019): the training
+setting (the identity) is severity 0 and severities 1-5 are the five values of the axis's
+list after it, in increasing difficulty (:func:`severity`, :func:`axis_values`). For
+clutter and distractor size the identity is the training setting, so the mapping is
+relative to it; values easier than the training setting are kept as extra points on the
+curves with negative severities (-1 the nearest), and values past severity 5 are not
+evaluated:
+
+=================  =================================  ==========================  ==========================
+axis               values (easiest first)             paper/quick: 8 of 8x8       smoke: 4 of 6x6 (40x40)
+=================  =================================  ==========================  ==========================
+clutter            0, 4, 8, 12, 16, 20, 24, 28        -2: 0, -1: 4, 1-5: 12..28   -1: 0, 1-5: 8..24
+distractor_size    4, 6, 8, 10, 12, 14, 16, 18        -2: 4, -1: 6, 1-5: 10..18   -1: 4, 1-5: 8..16
+contrast           1, 0.8, 0.6, 0.4, 0.3, 0.2         1-5: 0.8 .. 0.2             the same
+gaussian           0, 0.1, 0.2, 0.3, 0.4, 0.5         1-5: 0.1 .. 0.5             the same
+salt_pepper        0, 0.05, 0.1, 0.15, 0.2, 0.3       1-5: 0.05 .. 0.3            the same
+occlusion          0, 0.1, 0.2, 0.3, 0.4, 0.5         1-5: 0.1 .. 0.5             the same
+=================  =================================  ==========================  ==========================
+
+Distractor sizes stay <= 28 (the digit) and <= the canvas; a training setting whose next
+five values are not all on the list (or fit) is an error.
+
 Everything is a deterministic function of ``(digits, n, canvas, seed)`` and the severity,
 and the random draws do not depend on the severity: the 4-distractor image holds the
 first 4 of the 8-distractor image's distractors, the pixels hit by 5% salt-and-pepper are
@@ -23,7 +45,8 @@ also hit at 10%, sigma scales one fixed noise field, and an occluder grows from 
 relative position. Errors at neighbouring severities are therefore paired comparisons on
 the same images, and curves are smooth. Every severity-0 (identity) setting returns the
 clean scene exactly. Images stay uint8 (value k stands for k/255), so the Gaussian case is
-rounded to the nearest 1/255 after clipping.
+rounded to the nearest 1/255 after clipping. (The scenes draw ``max_distractors`` = 28
+distractors each; the streams depend on it.)
 
 The clean scene has the training distribution of :func:`datasets.cluttered.make_cluttered`
 (a uniform target position, distractors as uniform crops of uniform source digits pasted
@@ -39,7 +62,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from datasets.cluttered import _render
 
-__all__ = ["AXES", "Axis", "Scenes", "gaussian_noise", "occlude", "occluder_boxes", "salt_pepper"]
+__all__ = ["AXES", "MAX_DISTRACTORS", "SEVERITIES", "Axis", "Scenes", "axis_values", "gaussian_noise", "occlude",
+           "occluder_boxes", "salt_pepper", "severity"]
 
 _BLOCK = 256  # images per noise block: each block has its own seeded stream (prefix-stable in n)
 _STREAMS = {"scene": 0, "gaussian": 1, "salt_pepper": 2, "occlusion": 3}
@@ -65,13 +89,50 @@ class Axis:
 
 
 AXES: dict[str, Axis] = {a.name: a for a in (
-    Axis("clutter", "distractors per image", (0, 4, 8, 12, 16, 20, 24), None),
-    Axis("distractor_size", "distractor crop side (pixels)", (4, 6, 8, 10, 12, 14), None),
+    Axis("clutter", "distractors per image", (0, 4, 8, 12, 16, 20, 24, 28), None),
+    Axis("distractor_size", "distractor crop side (pixels)", (4, 6, 8, 10, 12, 14, 16, 18), None),
     Axis("contrast", "target digit contrast (1 = as trained)", (1.0, 0.8, 0.6, 0.4, 0.3, 0.2), 1.0),
     Axis("gaussian", "Gaussian noise sigma", (0.0, 0.1, 0.2, 0.3, 0.4, 0.5), 0.0),
     Axis("salt_pepper", "salt-and-pepper fraction of pixels", (0.0, 0.05, 0.1, 0.15, 0.2, 0.3), 0.0),
     Axis("occlusion", "occluder side / canvas side", (0.0, 0.1, 0.2, 0.3, 0.4, 0.5), 0.0),
 )}
+
+
+SEVERITIES = 5  #: severities 1..5 are harder than the training setting (severity 0)
+MAX_DISTRACTORS = max(AXES["clutter"].values)  #: distractor draws per scene (the streams depend on it)
+
+
+def severity(axis: str, value: float, distractors: int, distractor_size: int) -> int:
+    """The severity number of ``value`` on ``axis`` for a model trained with ``distractors``
+    distractors of ``distractor_size``: 0 at the training setting, 1..5 for the five values
+    after it in the axis's list (harder), -1, -2, ... for those before it (easier), 6 and
+    more past the fifth. ValueError for a value (or a training setting) not on the list."""
+    a = AXES[axis] if axis in AXES else None
+    if a is None:
+        raise ValueError(f"unknown axis {axis!r}; choose from {', '.join(AXES)}")
+    values = [float(v) for v in a.values]
+    clean = a.clean_value(distractors, distractor_size)
+    for what, v in (("training setting", clean), ("value", float(value))):
+        if not any(abs(v - w) < 1e-9 for w in values):
+            raise ValueError(f"{axis}: {what} {v:g} is not one of its values {', '.join(f'{w:g}' for w in values)}")
+    index = next(i for i, w in enumerate(values) if abs(w - float(value)) < 1e-9)
+    return index - next(i for i, w in enumerate(values) if abs(w - clean) < 1e-9)
+
+
+def axis_values(axis: str, distractors: int, distractor_size: int, canvas: int | None = None) -> list[float]:
+    """The values of ``axis`` a bench evaluates: every value of its list up to severity 5 (the
+    easier ones, the training setting and the five harder ones). ValueError when fewer than
+    five harder values remain (or, for distractor sizes, fit ``canvas`` and the 28-pixel digit)."""
+    values = [float(v) for v in AXES[axis].values
+              if severity(axis, v, distractors, distractor_size) <= SEVERITIES]
+    if axis == "distractor_size":
+        values = [v for v in values if v <= min(28, canvas if canvas is not None else 28)]
+    harder = sum(severity(axis, v, distractors, distractor_size) > 0 for v in values)
+    if harder < SEVERITIES:
+        raise ValueError(f"{axis}: only {harder} values harder than the training setting "
+                         f"({distractors} distractors of {distractor_size}x{distractor_size}"
+                         + (f", canvas {canvas}" if canvas is not None else "") + f"); {SEVERITIES} are needed")
+    return values
 
 
 def _rng(seed: int, stream: str, block: int = 0) -> np.random.Generator:
@@ -155,7 +216,7 @@ class Scenes:
     """
 
     def __init__(self, digits: np.ndarray, labels: np.ndarray, n: int, canvas: int, seed: int,
-                 max_distractors: int = 24) -> None:
+                 max_distractors: int = MAX_DISTRACTORS) -> None:
         digits = np.ascontiguousarray(digits)
         if digits.dtype != np.uint8 or digits.ndim != 3 or digits.shape[1] != digits.shape[2]:
             raise ValueError(f"digits must be uint8 (m, g, g), got {digits.dtype} {digits.shape}")

@@ -8,7 +8,17 @@ import pytest
 from conftest import fake_digits
 
 from datasets.cluttered import ClutterParams, make_cluttered
-from datasets.degrade import AXES, Scenes, gaussian_noise, occlude, occluder_boxes, salt_pepper
+from datasets.degrade import (
+    AXES,
+    MAX_DISTRACTORS,
+    Scenes,
+    axis_values,
+    gaussian_noise,
+    occlude,
+    occluder_boxes,
+    salt_pepper,
+    severity,
+)
 
 
 @pytest.fixture(scope="module")
@@ -150,9 +160,41 @@ def test_axes_have_at_least_five_severities_in_order():
         assert len(a.values) >= 5
         v = np.array(a.values, float)
         assert np.all(np.diff(v) > 0) or np.all(np.diff(v) < 0)  # contrast falls, the rest rise
-    assert AXES["clutter"].values[0] == 0 and AXES["clutter"].values[-1] == 24
-    assert AXES["distractor_size"].values[0] == 4 and AXES["distractor_size"].values[-1] == 14
+    assert AXES["clutter"].values[0] == 0 and AXES["clutter"].values[-1] == 28 == MAX_DISTRACTORS
+    assert AXES["distractor_size"].values[0] == 4 and AXES["distractor_size"].values[-1] == 18
     assert AXES["gaussian"].values[-1] == 0.5 and AXES["salt_pepper"].values[-1] == 0.3
+
+
+@pytest.mark.parametrize(("distractors", "size", "clutter", "sizes"), [
+    (8, 8, [0, 4, 8, 12, 16, 20, 24, 28], [4, 6, 8, 10, 12, 14, 16, 18]),  # paper / quick: 100x100, 8 of 8x8
+    (4, 6, [0, 4, 8, 12, 16, 20, 24], [4, 6, 8, 10, 12, 14, 16]),  # smoke: 40x40, 4 of 6x6
+])
+def test_severities_are_the_five_values_after_the_training_setting(distractors, size, clutter, sizes):
+    assert axis_values("clutter", distractors, size, canvas=40) == clutter
+    assert axis_values("distractor_size", distractors, size, canvas=40) == sizes
+    sev = [severity("clutter", v, distractors, size) for v in clutter]
+    assert sev[clutter.index(distractors):] == [0, 1, 2, 3, 4, 5]
+    assert sev[:clutter.index(distractors)] == list(range(-clutter.index(distractors), 0))  # easier: -2, -1
+    assert [severity("distractor_size", v, distractors, size) for v in sizes][sizes.index(size):] == [0, 1, 2, 3, 4, 5]
+    for axis in ("contrast", "gaussian", "salt_pepper", "occlusion"):  # the identity is 0, then 1..5
+        values = axis_values(axis, distractors, size)
+        assert values == [float(v) for v in AXES[axis].values]
+        assert [severity(axis, v, distractors, size) for v in values] == [0, 1, 2, 3, 4, 5]
+    assert severity("contrast", 0.2, distractors, size) == 5 and severity("gaussian", 0.1, distractors, size) == 1
+
+
+def test_severity_errors_name_the_problem():
+    assert severity("clutter", 28, 4, 6) == 6  # past severity 5: not evaluated
+    with pytest.raises(ValueError, match="value 13"):
+        severity("clutter", 13, 8, 8)
+    with pytest.raises(ValueError, match="training setting 5"):
+        severity("clutter", 12, 5, 8)  # a training setting off the list cannot be numbered
+    with pytest.raises(ValueError, match="unknown axis"):
+        severity("blur", 1, 8, 8)
+    with pytest.raises(ValueError, match="5 are needed"):
+        axis_values("clutter", 16, 8)  # only 20, 24, 28 are harder than 16
+    with pytest.raises(ValueError, match="only 3 values"):
+        axis_values("distractor_size", 8, 12, canvas=100)  # 14, 16, 18: the list stops at 18 (<= 28, the digit)
 
 
 def test_clean_scenes_match_the_training_generator_in_distribution(digits):
@@ -171,7 +213,7 @@ def test_clean_scenes_match_the_training_generator_in_distribution(digits):
 
 def test_bad_render_arguments_raise(scenes):
     with pytest.raises(ValueError, match="distractors"):
-        scenes.render(25, 8)
+        scenes.render(MAX_DISTRACTORS + 1, 8)
     with pytest.raises(ValueError, match="distractor_size"):
         scenes.render(8, 29)
     with pytest.raises(ValueError, match="contrast"):
