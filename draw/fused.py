@@ -96,9 +96,10 @@ class Glimpse(nn.Module):
     """Gaussian filterbanks (eqs. 19-26) for an N x N grid on a (B, A) image, both axes in
     one pass, on index grids held as buffers (precomputed once per model and device)."""
 
-    def __init__(self, N: int, A: int, B: int, *, bounded_centre: bool = False) -> None:
+    def __init__(self, N: int, A: int, B: int, *, bounded_centre: bool = False, min_sigma: float = 0.0) -> None:
         super().__init__()
         self.N, self.A, self.B, self.bounded_centre = N, A, B, bounded_centre
+        self.min_sigma2 = min_sigma**2
         self.stride = (max(A, B) - 1) / max(N - 1, 1)  # eq. 24
         self.register_buffer("offsets", torch.arange(1, N + 1, dtype=torch.float32) - N / 2 - 0.5, persistent=False)
         self.register_buffer("grid_x", torch.arange(1, A + 1, dtype=torch.float32), persistent=False)
@@ -121,7 +122,8 @@ class Glimpse(nn.Module):
         e = torch.clamp(raw[:, 2:], self.lo, self.hi).exp()  # (batch, 3) = (sigma^2, delta~, gamma)
         delta = e[:, 1:2] * self.stride  # eq. 24, (batch, 1)
         mu = g[:, :, None] + (self.offsets * delta)[:, None, :]  # eqs. 19-20, (batch, 2, N)
-        coef = (-0.5 / e[:, 0])[:, None, None]  # -1 / (2 sigma^2), (batch, 1, 1)
+        sigma2 = e[:, 0] + self.min_sigma2 if self.min_sigma2 else e[:, 0]
+        coef = (-0.5 / sigma2)[:, None, None]  # -1 / (2 sigma^2), (batch, 1, 1)
         N = self.N
         if self.A == self.B:  # eqs. 25-26 for both axes at once, softmax = normalised Gaussian
             F_xy = torch.softmax((self.grid_x - mu.reshape(-1, 2 * N, 1)).square() * coef, -1)  # (batch, 2N, A)
@@ -323,7 +325,7 @@ class FusedClassifier(nn.Module):
         self.model = model
         cfg = model.cfg
         self.C, self.B, self.A = model.C, model.B, model.A
-        self.glimpse = Glimpse(cfg.read_n, self.A, self.B, bounded_centre=cfg.bounded_centre)
+        self.glimpse = Glimpse(cfg.read_n, self.A, self.B, bounded_centre=cfg.bounded_centre, min_sigma=cfg.min_sigma)
         self.unroll = self._unroll
         self.chunk = 0
 

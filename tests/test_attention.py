@@ -118,3 +118,17 @@ def test_gradients_flow_to_window_parameters():
     F_x, F_y = filterbank_from(p, 4, 20, 20)
     read_patch(x, F_x, F_y, p.gamma).square().sum().backward()
     assert torch.isfinite(raw.grad).all() and (raw.grad.abs().sum(0) > 0).all()
+
+
+def test_sigma_floor_is_smooth_and_keeps_filters_a_pixel_wide():
+    """min_sigma: sigma^2 = exp(log sigma^2) + min_sigma^2, differentiable everywhere; a window
+    asking for a sub-pixel sigma gets filters about a pixel wide instead of point samples."""
+    raw = torch.tensor([[0.0, 0.0, -6.0, 0.0, 0.0]], requires_grad=True)  # sigma^2 = e^-6: 0.05 pixel
+    free = attention_params(raw, 5, 28, 28)
+    floored = attention_params(raw, 5, 28, 28, min_sigma=0.5)
+    assert free.sigma2.sqrt().item() < 0.06
+    assert abs(floored.sigma2.item() - (math.exp(-6) + 0.25)) < 1e-7
+    floored.sigma2.sum().backward()
+    assert raw.grad[0, 2] > 0  # the floor is smooth: log sigma^2 still gets a gradient
+    F_x, _ = filterbank_from(floored, 5, 28, 28)
+    assert F_x.max() < 0.9  # no filter puts (almost) all its weight on one pixel
