@@ -27,10 +27,10 @@ PRESETS = ("smoke", "quick", "paper")
 AXIS_NAMES = ("clutter", "distractor_size", "contrast", "gaussian", "salt_pepper", "occlusion")
 
 
-def _comma_list(text: str, allowed, what: str, hint: str) -> list[str]:
+def _comma_list(text: str, allowed, what: str, hint: str, allow_empty: bool = False) -> list[str]:
     """Split a comma-separated option into names, each one of ``allowed`` (a usage error otherwise)."""
     names = [t.strip() for t in text.split(",") if t.strip()]
-    bad = sorted(set(names) - set(allowed)) or ([] if names else ["(none)"])
+    bad = sorted(set(names) - set(allowed)) or ([] if names or allow_empty else ["(none)"])
     if bad:
         raise click.BadParameter(f"unknown {what} {', '.join(bad)}; choose from {', '.join(allowed)}", param_hint=hint)
     return names
@@ -43,7 +43,36 @@ def _data_dir_option(f):
     )(f)
 
 
+def _user_model_options(f):
+    f = click.option("--checkpoint", "checkpoints", multiple=True, metavar="NAME=PATH",
+                     help="Evaluate the user model NAME with these weights (its module's state dict, .pt or "
+                          ".safetensors) instead of training it. Repeatable.")(f)
+    return click.option("--model-spec", "model_specs", multiple=True, metavar="[NAME=]module.path:factory",
+                        help="A classifier of your own, trained and tested like the shipped ones: "
+                             "factory(image_shape, n_classes) returns a torch.nn.Module mapping a (batch, C, H, W) "
+                             "float batch to logits. Or the name of a 'drawbench.models' entry point of an "
+                             "installed package. Repeatable; NAME labels it in the tables.")(f)
+
+
+def _user_models(model_specs, checkpoints):
+    """(name, factory) pairs and {name: weights} from --model-spec and --checkpoint."""
+    from benchmark.classifiers import parse_model_specs
+
+    try:
+        pairs = parse_model_specs(list(model_specs))
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--model-spec") from None
+    weights = {}
+    for c in checkpoints:
+        name, sep, path = c.partition("=")
+        if not sep or not name or not Path(path).is_file():
+            raise click.BadParameter(f"{c!r}: give NAME=PATH of an existing weights file", param_hint="--checkpoint")
+        weights[name] = path
+    return pairs, weights
+
+
 def _classifier_models_option(f):
+    f = _user_model_options(f)
     f = click.option("--mc-samples", type=click.IntRange(1, 100), default=1,
                      help="RAM's location rollouts averaged per test image (test time only; the table says which).")(f)
     return click.option("--models", default="attention,ram,conv2,resnet",
@@ -69,6 +98,7 @@ def _friendly_errors(f):
         from datasets.mnist import MnistDataFolderError, MnistNotFoundError
         from datasets.natural import NaturalDataNotFoundError
         from draw.checkpoint import CheckpointError
+        from draw.plugin import PluginError
         from draw.train import NonFiniteError, TrainSettingError
 
         try:
@@ -79,6 +109,8 @@ def _friendly_errors(f):
             raise click.BadParameter(str(e), param_hint="--out") from None
         except (LikeError, ConfigError) as e:
             raise click.BadParameter(str(e), param_hint="--like") from None
+        except PluginError as e:
+            raise click.BadParameter(str(e), param_hint="--model-spec") from None
         except CheckpointError as e:
             raise click.BadParameter(str(e), param_hint="CHECKPOINT") from None
         except TrainSettingError as e:
@@ -544,17 +576,18 @@ def bench() -> None:
 @_bench_options
 @_data_dir_option
 @_friendly_errors
-def bench_cluttered(glimpses, preset, seeds, models, mc_samples, out, overwrite, max_minutes, eager, device,
-                    data_dir) -> None:
+def bench_cluttered(glimpses, preset, seeds, models, mc_samples, model_specs, checkpoints, out, overwrite,
+                    max_minutes, eager, device, data_dir) -> None:
     """100x100 cluttered MNIST (the paper's Table 1): attention classifier vs conv baselines."""
     from benchmark import cluttered
     from benchmark.classifiers import NAMES
 
     dev = _check_device(device)
     preset = _choose_preset(preset, dev)
-    names = _comma_list(models, NAMES, "model(s)", "--models")
+    names = _comma_list(models, NAMES, "model(s)", "--models", allow_empty=bool(model_specs))
+    users, weights = _user_models(model_specs, checkpoints)
     cfg = cluttered.bench_config(preset, glimpses=glimpses, seeds=seeds, models=names, speed=_bench_speed(eager, dev),
-                                 mc_samples=mc_samples)
+                                 mc_samples=mc_samples, user_models=users, checkpoints=weights)
     _run_bench(cluttered.ClutteredBench(cfg), out or Path("runs") / preset / f"cluttered-T{glimpses}", overwrite, dev,
                data_dir, max_minutes)
 
@@ -593,8 +626,8 @@ def bench_nll(preset, seeds, dataset, out, overwrite, max_minutes, eager, device
 @_bench_options
 @_data_dir_option
 @_friendly_errors
-def bench_robustness(preset, seeds, models, mc_samples, axes, from_dir, out, overwrite, max_minutes, eager, device,
-                     data_dir) -> None:
+def bench_robustness(preset, seeds, models, mc_samples, model_specs, checkpoints, axes, from_dir, out, overwrite,
+                     max_minutes, eager, device, data_dir) -> None:
     """Error, calibration and per-class error of each classifier as cluttered MNIST degrades:
     more or larger clutter, fainter targets, Gaussian and salt-and-pepper noise, occlusion."""
     from benchmark import robustness
@@ -602,11 +635,16 @@ def bench_robustness(preset, seeds, models, mc_samples, axes, from_dir, out, ove
 
     dev = _check_device(device)
     preset = _choose_preset(preset, dev)
-    names = _comma_list(models, NAMES, "model(s)", "--models")
+    names = _comma_list(models, NAMES, "model(s)", "--models", allow_empty=bool(model_specs))
     axis_names = _comma_list(axes, AXIS_NAMES, "axis", "--axes")
+    users, weights = _user_models(model_specs, checkpoints)
+    if from_dir and users:
+        raise click.BadParameter("--from reuses a bench folder's models; add user models to that bench instead",
+                                 param_hint="--model-spec")
     try:
         cfg = robustness.bench_config(preset, seeds=seeds, models=names, axes=axis_names, from_dir=from_dir,
-                                      speed=None if from_dir else _bench_speed(eager, dev), mc_samples=mc_samples)
+                                      speed=None if from_dir else _bench_speed(eager, dev), mc_samples=mc_samples,
+                                      user_models=users, checkpoints=weights)
     except robustness.RobustnessError as e:
         raise click.BadParameter(str(e), param_hint="--from") from None
     _run_bench(robustness.RobustnessBench(cfg), out or Path("runs") / preset / "robustness", overwrite, dev, data_dir,

@@ -13,6 +13,7 @@ from torch import nn
 from datasets.tensors import TensorData
 from draw.baselines import ConvConfig
 from draw.classifier import ClassifierConfig
+from draw.plugin import UserModelConfig, check_user_model
 from draw.ram import RAMConfig
 from draw.registry import build_model
 from draw.train import TrainConfig
@@ -37,9 +38,38 @@ class ModelSpec:
     train: TrainConfig = field(default_factory=TrainConfig)
     label: str = ""
     variant: str = ""  # the setting in a few words, e.g. "T=8, read 12x12, LSTM 256"
+    checkpoint: str | None = None  # a user model's trained weights: evaluated as given, not trained
 
     def build(self) -> nn.Module:
         return build_model(self.kind, self.config)
+
+
+def user_spec(name: str, factory: str, image_shape: tuple[int, int, int], train: TrainConfig,
+              checkpoint: str | None = None) -> ModelSpec:
+    """A user's classifier (:mod:`draw.plugin`) as a bench model named ``name``: checked once
+    (it imports, returns finite logits of the right shape; :class:`draw.plugin.PluginError`
+    otherwise), its origin recorded in the config."""
+    cfg = UserModelConfig(factory=factory, image_shape=image_shape)
+    cfg.origin = check_user_model(cfg)
+    how = f"weights {checkpoint}, evaluated as given" if checkpoint else "trained here"
+    return ModelSpec("user", asdict(cfg), train, f"{name} (user model)", f"{factory}; {how}", checkpoint)
+
+
+def parse_model_specs(specs: list[str]) -> list[tuple[str, str]]:
+    """``--model-spec`` values ``[NAME=]module.path:function`` or an entry-point name ->
+    ``(name, factory)`` pairs; the name defaults to the function's (or entry point's) name."""
+    pairs = []
+    for spec in specs:
+        name, _, factory = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        name = name or factory.rpartition(":")[2]
+        if not name or not factory:
+            raise ValueError(f"--model-spec {spec!r}: give [NAME=]module.path:function or an entry-point name")
+        if name in NAMES:
+            raise ValueError(f"--model-spec {spec!r}: the name {name!r} is a shipped model's; give NAME=...")
+        pairs.append((name, factory))
+    if len({n for n, _ in pairs}) < len(pairs):
+        raise ValueError("--model-spec: two user models share a name; give NAME=... to tell them apart")
+    return pairs
 
 
 @dataclass

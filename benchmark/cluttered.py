@@ -18,7 +18,15 @@ import pandas as pd
 import torch
 
 from benchmark import paper
-from benchmark.classifiers import LABELS, NAMES, ModelSpec, Sizes, classifier_spec, predict
+from benchmark.classifiers import (
+    LABELS,
+    NAMES,
+    ModelSpec,
+    Sizes,
+    classifier_spec,
+    predict,
+    user_spec,
+)
 from benchmark.compute import inference_images_per_s, macs_per_image
 from benchmark.report import (
     append_csv,
@@ -36,7 +44,7 @@ from draw.checkpoint import load_model, save_weights
 from draw.classifier import ClassifierConfig
 from draw.fast import SpeedConfig
 from draw.ram import RAMConfig
-from draw.train import TrainConfig, train
+from draw.train import NonFiniteError, TrainConfig, train
 
 DEFAULT_MODELS = ("attention", "ram", "conv2", "resnet")
 
@@ -83,7 +91,8 @@ PRESETS: dict[str, ClutteredPreset] = {
         Sizes(read_n=6, lstm_size=32, resnet_width=8, scales=3),
         {"attention": _tc(epochs=2, batch_size=32, lr=3e-3), "ram": _tc(epochs=2, batch_size=32, lr=3e-3),
          "conv2": _tc(epochs=2, batch_size=32, lr=1e-3),
-         "resnet": _tc(epochs=2, batch_size=32, lr=1e-3), "resnet18": _tc(epochs=1, batch_size=32, lr=1e-3)},
+         "resnet": _tc(epochs=2, batch_size=32, lr=1e-3), "resnet18": _tc(epochs=1, batch_size=32, lr=1e-3),
+         "user": _tc(epochs=2, batch_size=32, lr=1e-3)},
     ),
     "quick": ClutteredPreset(
         ClutteredData(n_valid=2000),
@@ -98,6 +107,7 @@ PRESETS: dict[str, ClutteredPreset] = {
             "conv2": _tc(epochs=20, batch_size=64, lr=3e-3, schedule="cosine"),
             "resnet": _tc(epochs=2, batch_size=64, lr=2e-3, schedule="cosine", warmup_steps=100),
             "resnet18": _tc(epochs=1, batch_size=64, lr=1e-3, schedule="cosine"),
+            "user": _tc(epochs=4, batch_size=128, lr=2e-3, schedule="cosine", warmup_steps=100),
         },
     ),
     "paper": ClutteredPreset(
@@ -109,6 +119,7 @@ PRESETS: dict[str, ClutteredPreset] = {
             "conv2": _tc(epochs=100, batch_size=128, lr=3e-3, schedule="cosine"),
             "resnet": _tc(epochs=30, batch_size=128, lr=2e-3, schedule="cosine", warmup_steps=500),
             "resnet18": _tc(epochs=30, batch_size=128, lr=1e-3, schedule="cosine", warmup_steps=500),
+            "user": _tc(epochs=30, batch_size=128, lr=2e-3, schedule="cosine", warmup_steps=500),
         },
     ),
 }
@@ -129,14 +140,25 @@ class ClutteredConfig:
 
 
 def bench_config(preset: str, *, glimpses: int = 8, seeds: int = 1, models: list[str] | None = None,
-                 speed: SpeedConfig | None = None, mc_samples: int = 1) -> ClutteredConfig:
-    """The config of ``bench cluttered --preset PRESET --glimpses G --seeds S --models ...``."""
+                 speed: SpeedConfig | None = None, mc_samples: int = 1,
+                 user_models: list[tuple[str, str]] | None = None,
+                 checkpoints: dict[str, str] | None = None) -> ClutteredConfig:
+    """The config of ``bench cluttered --preset PRESET --glimpses G --seeds S --models ...``;
+    ``user_models``: ``(name, factory)`` pairs of the users' own classifiers (trained with the
+    preset's ``user`` settings, or with ``checkpoints[name]`` evaluated as given)."""
     p = PRESETS[preset]
-    names = list(models or DEFAULT_MODELS)
+    names = list(DEFAULT_MODELS if models is None else models)
     unknown = sorted(set(names) - set(NAMES))
     if unknown:
         raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(NAMES)}")
     specs = {m: classifier_spec(m, p.data.image_shape, p.train[m], glimpses=glimpses, sizes=p.sizes) for m in names}
+    checkpoints = dict(checkpoints or {})
+    for name, factory in user_models or []:
+        specs[name] = user_spec(name, factory, p.data.image_shape, p.train["user"], checkpoints.pop(name, None))
+    if checkpoints:
+        raise ValueError(f"--checkpoint names no user model: {', '.join(checkpoints)}")
+    if not specs:
+        raise ValueError("no models to run: give --models or --model-spec")
     if mc_samples < 1:
         raise ValueError(f"mc_samples must be >= 1, got {mc_samples}")
     return ClutteredConfig(preset=preset, glimpses=glimpses, seeds=list(range(seeds)), data=replace(p.data),
@@ -180,18 +202,28 @@ class ClutteredBench(Bench):
         net = spec.build()
         tcfg = replace(spec.train, seed=seed)
         n_params = sum(p.numel() for p in net.parameters())
-        ctx.echo(f"{name} seed {seed}: {n_params:,} parameters, {tcfg.epochs} epochs -> {run_dir}")
+        if spec.checkpoint:  # a user's model with its own weights: evaluated as given
+            from draw.plugin import load_user_weights
 
-        def report_epoch(row: dict) -> None:
-            ctx.echo(f"  {name} epoch {row['epoch']}/{tcfg.epochs}: train loss {row['train_loss']:.3f}, "
-                     f"valid error {100 * row['valid_error']:.2f}% ({row['seconds']:.0f} s)")
+            load_user_weights(net, spec.checkpoint)
+            best, result = net.to(ctx.device), None
+            ctx.echo(f"{name} seed {seed}: {n_params:,} parameters, weights {spec.checkpoint} (not trained here)")
+        else:
+            ctx.echo(f"{name} seed {seed}: {n_params:,} parameters, {tcfg.epochs} epochs -> {run_dir}")
 
-        result = train(net, self.train_data, self.valid_data, tcfg, run_dir, resume=True, device=ctx.device,
-                       select="error", progress=ctx.progress, desc=name, on_epoch_end=report_epoch, speed=cfg.speed,
-                       epoch_data=self.epoch_data, deadline=ctx.deadline)
-        if not result.finished:
-            raise OutOfTime(str(job))
-        best, _ = load_model(run_dir / "best.pt", ctx.device)
+            def report_epoch(row: dict) -> None:
+                ctx.echo(f"  {name} epoch {row['epoch']}/{tcfg.epochs}: train loss {row['train_loss']:.3f}, "
+                         f"valid error {100 * row['valid_error']:.2f}% ({row['seconds']:.0f} s)")
+
+            try:
+                result = train(net, self.train_data, self.valid_data, tcfg, run_dir, resume=True, device=ctx.device,
+                               select="error", progress=ctx.progress, desc=name, on_epoch_end=report_epoch,
+                               speed=cfg.speed, epoch_data=self.epoch_data, deadline=ctx.deadline)
+            except NonFiniteError as e:
+                raise NonFiniteError(f"model {name!r} (seed {seed}): {e}; the other models' rows are kept") from e
+            if not result.finished:
+                raise OutOfTime(str(job))
+            best, _ = load_model(run_dir / "best.pt", ctx.device)
         save_weights(best, ctx.weights_path(job), {"train": asdict(tcfg), "data": asdict(cfg.data)})
         if spec.kind == "ram":
             best.mc_samples = cfg.mc_samples
@@ -201,27 +233,30 @@ class ClutteredBench(Bench):
         err = 100.0 * float((pred != labels).mean())
         macs = macs_per_image(best, cfg.data.image_shape)
         infer = inference_images_per_s(best, self.test_data)
-        ctx.echo(f"{name} seed {seed}: test error {err:.2f}% (best epoch {result.best.get('epoch')}, "
-                 f"{result.images_per_s:.0f} images/s training, {infer:.0f} inference, {macs / 1e6:.2f} M "
-                 "multiply-adds per image)")
+        trained = "" if result is None else (f"best epoch {result.best.get('epoch')}, {result.images_per_s:.0f} "
+                                             "images/s training, ")
+        ctx.echo(f"{name} seed {seed}: test error {err:.2f}% ({trained}{infer:.0f} images/s inference, "
+                 f"{macs / 1e6:.2f} M multiply-adds per image)")
         base = {"bench": "cluttered", "model": name, "variant": spec.variant, "preset": cfg.preset, "seed": seed}
-        best_epoch = next(r for r in result.history if r["epoch"] == result.best["epoch"])
         rows = [
             {**base, "split": "test", "metric": "test_error_pct", "value": err},
-            {**base, "split": "valid", "metric": "valid_error_pct", "value": 100 * best_epoch["valid_error"]},
-            {**base, "split": "train", "metric": "train_s", "value": result.train_seconds},
-            {**base, "split": "train", "metric": "images_per_s", "value": result.images_per_s},
-            {**base, "split": "train", "metric": "epochs", "value": float(len(result.history))},
             {**base, "split": "train", "metric": "n_params", "value": float(n_params)},
             {**base, "split": "test", "metric": "macs_per_image", "value": macs},
             {**base, "split": "test", "metric": "infer_images_per_s", "value": infer},
         ]
-        curves = pd.DataFrame([
-            {"model": name, "seed": seed, "epoch": r["epoch"], "train_error_pct": 100 * r["train_error"],
-             "valid_error_pct": 100 * r["valid_error"], "train_loss": r["train_loss"], "valid_loss": r["valid_loss"]}
-            for r in result.history
-        ])
-        append_csv(ctx.out / "curves.csv", curves, key=["model", "seed", "epoch"])
+        if result is not None:
+            best_epoch = next(r for r in result.history if r["epoch"] == result.best["epoch"])
+            rows += [
+                {**base, "split": "valid", "metric": "valid_error_pct", "value": 100 * best_epoch["valid_error"]},
+                {**base, "split": "train", "metric": "train_s", "value": result.train_seconds},
+                {**base, "split": "train", "metric": "images_per_s", "value": result.images_per_s},
+                {**base, "split": "train", "metric": "epochs", "value": float(len(result.history))},
+            ]
+            curves = pd.DataFrame([
+                {"model": name, "seed": seed, "epoch": r["epoch"], "train_error_pct": 100 * r["train_error"],
+                 "valid_error_pct": 100 * r["valid_error"], "train_loss": r["train_loss"],
+                 "valid_loss": r["valid_loss"]} for r in result.history])
+            append_csv(ctx.out / "curves.csv", curves, key=["model", "seed", "epoch"])
         predictions = pd.DataFrame({"model": name, "seed": seed, "index": np.arange(len(labels)), "label": labels,
                                     "pred": pred, "confidence": conf})
         append_csv(ctx.out / "predictions.csv", predictions, key=["model", "seed", "index"])

@@ -130,7 +130,9 @@ def _checkpoint(folder: Path, model: str, seed: int) -> Path | None:
 
 def bench_config(preset: str, *, seeds: int = 1, models: list[str] | None = None, axes: list[str] | None = None,
                  from_dir: str | Path | None = None, glimpses: int = 8,
-                 speed: SpeedConfig | None = None, mc_samples: int = 1) -> RobustnessConfig:
+                 speed: SpeedConfig | None = None, mc_samples: int = 1,
+                 user_models: list[tuple[str, str]] | None = None,
+                 checkpoints: dict[str, str] | None = None) -> RobustnessConfig:
     """The full configuration of one run. With ``from_dir`` the models, seeds and training
     data are those of that ``bench cluttered`` folder."""
     p = PRESETS[preset]
@@ -138,7 +140,7 @@ def bench_config(preset: str, *, seeds: int = 1, models: list[str] | None = None
         train = _model_cfg_from(Path(from_dir))
     else:
         train = cluttered_config(p.train, glimpses=glimpses, seeds=seeds, models=models, speed=speed,
-                                 mc_samples=mc_samples)
+                                 mc_samples=mc_samples, user_models=user_models, checkpoints=checkpoints)
     axes = list(axes or AXES)
     unknown = sorted(set(axes) - set(AXES))
     if unknown:

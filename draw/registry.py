@@ -16,12 +16,14 @@ def _kinds() -> dict[str, tuple[type, type]]:
     from draw.baselines import ConvBaseline, ConvConfig
     from draw.classifier import AttentionClassifier, ClassifierConfig
     from draw.model import DRAW, DrawConfig
+    from draw.plugin import UserClassifier, UserModelConfig
     from draw.ram import RAM, RAMConfig
 
     return {
         "draw": (DRAW, DrawConfig),
         "classifier": (AttentionClassifier, ClassifierConfig),
         "conv": (ConvBaseline, ConvConfig),
+        "user": (UserClassifier, UserModelConfig),
         "ram": (RAM, RAMConfig),
     }
 
