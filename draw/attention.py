@@ -43,14 +43,16 @@ class AttentionParams:
 
 
 def attention_params(raw: Tensor, N: int, A: int, B: int, *, bounded_centre: bool = False,
-                     min_sigma: float = 0.0) -> AttentionParams:
+                     min_sigma: float = 0.0, max_log_gamma: float = 0.0) -> AttentionParams:
     """Map the linear output of a hidden state to the window, eqs. 21-24.
 
     ``raw``: ``(batch, 5)`` = (g~_X, g~_Y, log sigma^2, log delta~, log gamma) = W(h_dec) (eq. 21).
     ``bounded_centre``: pass g~ through tanh, so the centre stays on the image (the paper
     leaves g~ linear). ``min_sigma`` (pixels): sigma^2 = exp(log sigma^2) + min_sigma^2, a
-    smooth floor under the filters' width (the paper has none). Both are departures that
-    :class:`draw.classifier.ClassifierConfig` explains; False and 0 give eqs. 21-24 as written.
+    smooth floor under the filters' width (the paper has none). ``max_log_gamma`` M > 0:
+    gamma = exp(M tanh(log gamma / M)), a smooth bound to [e^-M, e^M]. These are departures
+    that :class:`draw.classifier.ClassifierConfig` explains; False and 0 give eqs. 21-24 as
+    written.
     """
     g_tx, g_ty, log_sigma2, log_delta, log_gamma = raw.unbind(-1)
     if bounded_centre:
@@ -59,6 +61,8 @@ def attention_params(raw: Tensor, N: int, A: int, B: int, *, bounded_centre: boo
     g_y = (B + 1) / 2 * (g_ty + 1)  # eq. 23
     delta = (max(A, B) - 1) / max(N - 1, 1) * log_delta.clamp(*LOG_DELTA_RANGE).exp()  # eq. 24
     sigma2 = log_sigma2.clamp(*LOG_SIGMA2_RANGE).exp() + min_sigma**2
+    if max_log_gamma:
+        log_gamma = max_log_gamma * torch.tanh(log_gamma / max_log_gamma)
     gamma = log_gamma.clamp(*LOG_GAMMA_RANGE).exp()
     return AttentionParams(g_x, g_y, delta, sigma2, gamma)
 

@@ -96,10 +96,11 @@ class Glimpse(nn.Module):
     """Gaussian filterbanks (eqs. 19-26) for an N x N grid on a (B, A) image, both axes in
     one pass, on index grids held as buffers (precomputed once per model and device)."""
 
-    def __init__(self, N: int, A: int, B: int, *, bounded_centre: bool = False, min_sigma: float = 0.0) -> None:
+    def __init__(self, N: int, A: int, B: int, *, bounded_centre: bool = False, min_sigma: float = 0.0,
+                 max_log_gamma: float = 0.0) -> None:
         super().__init__()
         self.N, self.A, self.B, self.bounded_centre = N, A, B, bounded_centre
-        self.min_sigma2 = min_sigma**2
+        self.min_sigma2, self.max_log_gamma = min_sigma**2, max_log_gamma
         self.stride = (max(A, B) - 1) / max(N - 1, 1)  # eq. 24
         self.register_buffer("offsets", torch.arange(1, N + 1, dtype=torch.float32) - N / 2 - 0.5, persistent=False)
         self.register_buffer("grid_x", torch.arange(1, A + 1, dtype=torch.float32), persistent=False)
@@ -119,7 +120,11 @@ class Glimpse(nn.Module):
         if self.bounded_centre:
             g_t = torch.tanh(g_t)
         g = (g_t + 1) * self.half_size  # eqs. 22-23, (batch, 2) = (g_x, g_y)
-        e = torch.clamp(raw[:, 2:], self.lo, self.hi).exp()  # (batch, 3) = (sigma^2, delta~, gamma)
+        rest = raw[:, 2:]  # (batch, 3) = (log sigma^2, log delta~, log gamma)
+        if self.max_log_gamma:  # the smooth bound of attention_params
+            M = self.max_log_gamma
+            rest = torch.cat([rest[:, :2], M * torch.tanh(rest[:, 2:] / M)], 1)
+        e = torch.clamp(rest, self.lo, self.hi).exp()  # (batch, 3) = (sigma^2, delta~, gamma)
         delta = e[:, 1:2] * self.stride  # eq. 24, (batch, 1)
         mu = g[:, :, None] + (self.offsets * delta)[:, None, :]  # eqs. 19-20, (batch, 2, N)
         sigma2 = e[:, 0] + self.min_sigma2 if self.min_sigma2 else e[:, 0]
@@ -325,7 +330,8 @@ class FusedClassifier(nn.Module):
         self.model = model
         cfg = model.cfg
         self.C, self.B, self.A = model.C, model.B, model.A
-        self.glimpse = Glimpse(cfg.read_n, self.A, self.B, bounded_centre=cfg.bounded_centre, min_sigma=cfg.min_sigma)
+        self.glimpse = Glimpse(cfg.read_n, self.A, self.B, bounded_centre=cfg.bounded_centre, min_sigma=cfg.min_sigma,
+                               max_log_gamma=cfg.max_log_gamma)
         self.unroll = self._unroll
         self.chunk = 0
 

@@ -132,3 +132,17 @@ def test_sigma_floor_is_smooth_and_keeps_filters_a_pixel_wide():
     assert raw.grad[0, 2] > 0  # the floor is smooth: log sigma^2 still gets a gradient
     F_x, _ = filterbank_from(floored, 5, 28, 28)
     assert F_x.max() < 0.9  # no filter puts (almost) all its weight on one pixel
+
+
+def test_gamma_bound_is_smooth_and_the_identity_near_one():
+    """max_log_gamma M: gamma = exp(M tanh(log gamma / M)): in [e^-M, e^M], gamma ~ exp(log gamma)
+    for small log gamma, and differentiable everywhere."""
+    log_gamma = torch.tensor([-6.0, -0.1, 0.0, 0.1, 6.0], requires_grad=True)
+    raw = torch.stack([torch.zeros(5), torch.zeros(5), torch.zeros(5), torch.zeros(5), log_gamma], -1)
+    p = attention_params(raw, 4, 20, 20, max_log_gamma=1.0)
+    assert (p.gamma >= math.exp(-1) - 1e-6).all() and (p.gamma <= math.e + 1e-6).all()
+    assert abs(p.gamma[3].item() - math.exp(0.1)) < 1e-3 and p.gamma[2].item() == 1.0
+    p.gamma.sum().backward()
+    assert (log_gamma.grad > 0).all()
+    unbounded = attention_params(raw.detach(), 4, 20, 20)
+    assert unbounded.gamma[4].item() > 400  # the paper's gamma = exp(log gamma)

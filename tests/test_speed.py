@@ -58,8 +58,8 @@ def test_fused_draw_matches_the_reference(kw):
     {"image_shape": (1, 30, 30), "read_n": 5},
     {"image_shape": (2, 20, 26), "read_n": 4},
     {"image_shape": (1, 20, 20), "read_n": 4, "bounded_centre": False},
-    {"image_shape": (1, 20, 20), "read_n": 4, "min_sigma": 0.0},
-], ids=["paper", "colour-nonsquare", "unbounded", "no-sigma-floor"])
+    {"image_shape": (1, 20, 20), "read_n": 4, "min_sigma": 0.0, "max_log_gamma": 0.0},
+], ids=["paper", "colour-nonsquare", "unbounded", "eqs-21-24-as-written"])
 def test_fused_classifier_matches_the_reference(kw):
     torch.manual_seed(0)
     model = AttentionClassifier(ClassifierConfig(glimpses=3, lstm_size=16, **kw))
