@@ -27,7 +27,8 @@ class TrainStep:
     """
 
     def __init__(self, model: nn.Module, speed: SpeedConfig, device: torch.device, *, lr: float,
-                 weight_decay: float = 0.0, grad_clip: float = 0.0, shard: tuple[int, int] = (0, 1)) -> None:
+                 weight_decay: float = 0.0, grad_clip: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, shard: tuple[int, int] = (0, 1)) -> None:
         self.model, self.speed, self.device = model, speed, device
         self.grad_clip = grad_clip if grad_clip else math.inf
         rank, size = shard
@@ -44,7 +45,7 @@ class TrainStep:
                 self.loss_fn = DistributedDataParallel(prepared.module,
                                                        device_ids=[device.index] if device.type == "cuda" else None)
         fused_adam = speed.fused and device.type in ("cuda", "cpu")
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay,
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                           **({"fused": True} if fused_adam else {}))
 
     def autocast(self) -> contextlib.AbstractContextManager:

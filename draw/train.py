@@ -15,6 +15,7 @@ run sees the same batches as an uninterrupted one.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -65,6 +66,8 @@ class TrainConfig:
     schedule: str = "constant"  # "constant" | "cosine" (with linear warm-up)
     warmup_steps: int = 0
     weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam's moment decay rates
+    eps: float = 1e-8  # Adam's denominator guard
     grad_clip: float = 10.0  # max global grad norm; 0 disables
     seed: int = 0
     checkpoint_every: int = 500  # steps; plus one at every epoch end
@@ -75,6 +78,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        self.betas = (float(self.betas[0]), float(self.betas[1]))  # JSON round trip gives a list
 
 
 @dataclass
@@ -146,12 +150,28 @@ def evaluate(model: nn.Module, data: TensorData, batch_size: int = 500, *,
     return {k: float(v) / len(data) for k, v in sums.items()}
 
 
+def _defaults(cls: type) -> dict:
+    """The default value of every field of the dataclass ``cls`` that has one."""
+    from dataclasses import MISSING, fields
+
+    out = {}
+    for f in fields(cls):
+        if f.default is not MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
 def _check_resumable(ckpt: dict, model: nn.Module, cfg: TrainConfig, path: Path) -> None:
     if ckpt["kind"] != model_kind(model):
         raise CheckpointError(f"{path} holds a {ckpt['kind']!r} model, not a {model_kind(model)!r} model; "
                               "use another --out")
-    for what, stored, now in (("was written for another model config", ckpt["model_config"], asdict(model.cfg)),
-                              ("was trained with other settings", ckpt["train_config"], asdict(cfg))):
+    for what, stored, current in (("was written for another model config", ckpt["model_config"], model.cfg),
+                                  ("was trained with other settings", ckpt["train_config"], cfg)):
+        now = json.loads(json.dumps(asdict(current)))
+        # a setting added since the checkpoint was written: its default
+        stored = json.loads(json.dumps({**_defaults(type(current)), **stored}))
         if stored != now:
             changed = sorted(k for k, v in now.items() if stored.get(k) != v)
             raise CheckpointError(f"{path} {what} ({', '.join(changed)}); use another --out")
@@ -210,7 +230,7 @@ def train(
     torch.manual_seed(cfg.seed)  # the same on every rank: the same noise stream everywhere
     model.to(device).train()
     step_fn = TrainStep(model, speed, device, lr=cfg.lr, weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
-                        shard=(rank, size))
+                        betas=cfg.betas, eps=cfg.eps, shard=(rank, size))
     opt = step_fn.optimizer
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s, total_steps))
 
