@@ -675,7 +675,30 @@ def bench_speed(models, preset, steps, batch_size, out, overwrite, device) -> No
     _run_bench(speed.SpeedBench(cfg), out or Path("runs") / preset / f"speed-{dev}", overwrite, dev, None, None)
 
 
+@bench.command("recipe")
+@click.option("--preset", type=click.Choice(PRESETS), default=None,
+              help="smoke: seconds; quick: 5 and 10 training minutes per candidate; paper: 10, 30 and 60 "
+                   "[default: paper on GPU, quick on CPU]")
+@click.option("--seeds", type=click.IntRange(1, 20), default=1, help="Training seeds per candidate.")
+@click.option("--candidates", default=None, help="Comma-separated subset of the candidate recipes [default: all].")
+@_bench_options
+@_data_dir_option
+@_friendly_errors
+def bench_recipe(preset, seeds, candidates, out, overwrite, max_minutes, eager, device, data_dir) -> None:
+    """Which training recipe brings the paper's MNIST DRAW's bound down fastest per minute of
+    training (learning rate, warm-up, batch, clipping, Adam, window initialisation)."""
+    from benchmark import recipe
+
+    dev = _check_device(device)
+    preset = _choose_preset(preset, dev)
+    names = None if candidates is None else _comma_list(candidates, recipe.CANDIDATES, "candidate(s)", "--candidates")
+    cfg = recipe.bench_config(preset, seeds=seeds, candidates=names, speed=_bench_speed(eager, dev))
+    _run_bench(recipe.RecipeBench(cfg), out or Path("runs") / preset / "recipe", overwrite, dev, data_dir,
+               max_minutes)
+
+
 BENCHES = {"cluttered": "benchmark.cluttered:ClutteredBench", "nll": "benchmark.nll:NllBench",
+           "recipe": "benchmark.recipe:RecipeBench",
            "robustness": "benchmark.robustness:RobustnessBench", "speed": "benchmark.speed:SpeedBench"}
 
 

@@ -106,6 +106,7 @@ class TrainResult:
     steps: int = 0
     train_seconds: float = 0.0  # wall time of all sessions (compile and validation included)
     images_per_s: float = 0.0  # over the time inside training steps
+    train_time_s: float = 0.0  # the time inside training steps (all sessions; compile included)
     finished: bool = False  # False: stopped by the time budget (resume to continue)
 
 
@@ -193,6 +194,7 @@ def train(
     speed: SpeedConfig | None = None,
     epoch_data: Callable[[int], TensorData] | None = None,
     deadline: float | None = None,
+    max_train_s: float | None = None,
 ) -> TrainResult:
     """Train ``model`` with Adam and gradient clipping; checkpoint to ``out_dir``.
 
@@ -206,6 +208,8 @@ def train(
     ``train_data``): same size, a deterministic function of ``e`` so that a resumed run
     sees the same images. ``deadline`` (``time.monotonic()`` seconds): stop at the first
     step boundary after it, checkpointed (``result.finished`` is then False; resume to go on).
+    ``max_train_s``: likewise, once the run's time inside training steps (all sessions;
+    compile included, validation not) reaches it.
     """
     device = resolve_device(device)
     speed = speed or SpeedConfig()
@@ -299,7 +303,8 @@ def train(
                 if state.step % cfg.log_every == 0:
                     check_finite()
                     bar.set_postfix({k: f"{float(v) / state.running_count:.4g}" for k, v in sums.items()})
-                if deadline is not None and time.monotonic() > deadline:
+                if (deadline is not None and time.monotonic() > deadline) or (
+                        max_train_s is not None and state.train_s + time.perf_counter() - t_epoch >= max_train_s):
                     stop_at = state.step  # out of time: checkpoint below and stop
                 if last_path is not None and ((cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0)
                                               or state.step == stop_at < total_steps):
@@ -313,7 +318,8 @@ def train(
             if state.step_in_epoch < steps_per_epoch and state.step < total_steps:
                 break  # stopped by the time budget inside the epoch (checkpointed above)
             _end_epoch(state, sums, model, valid_data, cfg, step_fn, device, rank, size, select, opt)
-            state.history[-1]["seconds"] = time.perf_counter() - t_start
+            state.history[-1]["seconds"] = time.perf_counter() - t_start  # wall time, validation included
+            state.history[-1]["train_s"] = state.train_s  # time inside training steps
             sums = {}
             if state.best.get("epoch") == state.epoch and best_path is not None:
                 save(best_path)
@@ -325,6 +331,7 @@ def train(
     result.history, result.best, result.steps = state.history, state.best, state.step
     result.train_seconds = state.elapsed_s
     result.images_per_s = state.images_seen / state.train_s if state.train_s > 0 else 0.0
+    result.train_time_s = state.train_s
     result.finished = state.epoch >= cfg.epochs or state.step >= total_steps
     return result
 
