@@ -270,6 +270,8 @@ def _train_options(f):
         click.option("--schedule", type=click.Choice(["constant", "cosine"]), default="constant"),
         click.option("--warmup-steps", type=click.IntRange(min=0), default=0, help="Linear learning-rate warm-up."),
         click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0),
+        click.option("--adam-beta2", type=click.FloatRange(0, 1, max_open=True), default=0.999,
+                     help="Adam's second-moment decay (the attention classifier's presets use 0.99)."),
         click.option("--grad-clip", type=click.FloatRange(min=0), default=10.0, help="Max gradient norm (0: off)."),
         click.option("--seed", type=click.IntRange(min=0), default=0),
         click.option("--checkpoint-every", type=click.IntRange(min=0), default=500, help="Steps between checkpoints (and one per epoch)."),
@@ -340,13 +342,13 @@ def _echo(message: str) -> None:
         click.echo(message)
 
 
-def _train_config(epochs, batch_size, lr, schedule, warmup_steps, weight_decay, grad_clip, seed, checkpoint_every,
-                  max_steps):
+def _train_config(epochs, batch_size, lr, schedule, warmup_steps, weight_decay, adam_beta2, grad_clip, seed,
+                  checkpoint_every, max_steps):
     from draw.train import TrainConfig
 
     return TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, warmup_steps=warmup_steps,
-                       weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, checkpoint_every=checkpoint_every,
-                       max_steps=max_steps)
+                       weight_decay=weight_decay, betas=(0.9, adam_beta2), grad_clip=grad_clip, seed=seed,
+                       checkpoint_every=checkpoint_every, max_steps=max_steps)
 
 
 def _report_training(result, out: Path) -> None:

@@ -53,7 +53,7 @@ def _weights_equal(a: dict, b: dict) -> bool:
 
 def _history(ckpt: dict) -> list[dict]:
     """Per-epoch rows without their wall-clock seconds."""
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in ckpt["state"]["history"]]
+    return [{k: v for k, v in row.items() if k not in ("seconds", "train_s")} for row in ckpt["state"]["history"]]
 
 
 def _clean(result) -> str:
