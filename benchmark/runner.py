@@ -4,7 +4,7 @@ A bench (a :class:`Bench` subclass) supplies only its config, its jobs (one per 
 seed, or per test setting), how to run one job, and its report. The runner owns the rest:
 
 1. prepare the output folder (a folder holding another config is refused unless
-   ``--overwrite``);
+   ``--overwrite``; one whose config differs only by its models grows by the new ones);
 2. skip the jobs whose rows ``results.csv`` already holds; when none is left, touch
    nothing, so the provenance of results this invocation did not produce is never
    rewritten;
@@ -190,17 +190,49 @@ def _stored_config(out: Path) -> dict:
         raise BenchError(f"{out} has no readable config.json; is it a bench folder?") from e
 
 
+def _join_folder(bench: Bench, out: Path,
+                 echo: Callable[[str], None]) -> tuple[Bench, set[str] | None, dict | None]:
+    """Models added to a bench folder. When ``out`` holds this bench's config but for its
+    models (a dict of model specs), and every model both configs name is specified alike,
+    the folder's config grows by the new models (kept in its order, the new ones after) and
+    only the models asked for are run: ``bench cluttered --models ram --out DIR`` adds RAM's
+    rows to a finished Table 1 without retraining the rest, and a user's model joins the
+    shipped ones in their tables. Returns the bench to run, the models asked for and the
+    folder's stored config (None, None: the folder is not joined; :func:`prepare_out_dir`
+    then checks the config as usual)."""
+    new = json.loads(json.dumps(to_dict(bench.cfg), default=str))
+    try:
+        old = _stored_config(out)
+    except BenchError:
+        return bench, None, None
+    if not (isinstance(old, dict) and isinstance(old.get("models"), dict) and isinstance(new.get("models"), dict)):
+        return bench, None, None
+    rest = {k: v for k, v in new.items() if k != "models"}
+    if old == new or rest != {k: v for k, v in old.items() if k != "models"}:
+        return bench, None, None
+    if any(old["models"][m] != spec for m, spec in new["models"].items() if m in old["models"]):
+        return bench, None, None  # a model of other settings: refused (or replaced with --overwrite)
+    added = [m for m in new["models"] if m not in old["models"]]
+    if added:
+        echo(f"adding {', '.join(added)} to the models of {out} ({', '.join(old['models'])})")
+    merged = {**old, "models": {**old["models"], **new["models"]}}
+    return type(bench)(from_dict(bench.config_class, merged, f"{out}/config.json")), set(new["models"]), old
+
+
 def run_bench(bench: Bench, out: str | Path, *, overwrite: bool = False, device: str | torch.device = "cpu",
               data_dir: str | Path | None = None, echo: Callable[[str], None] = print, progress: bool = True,
               max_minutes: float | None = None) -> bool:
     """Run ``bench`` into ``out`` (see the module docstring). Returns True when every job
     is done, False when the time budget stopped it first (rerun to continue)."""
+    asked, stored = None, None
+    if not overwrite:
+        bench, asked, stored = _join_folder(bench, Path(out).expanduser(), echo)
     cfg = to_dict(bench.cfg)
-    out = prepare_out_dir(out, cfg, overwrite)
+    out = prepare_out_dir(out, cfg if stored is None else stored, overwrite)  # config.json is written below
     ctx = RunContext(out=out, device=torch.device(device), data_dir=Path(data_dir) if data_dir else None, echo=echo,
                      progress=progress, overwrite=overwrite,
                      deadline=None if max_minutes is None else time.monotonic() + 60 * max_minutes)
-    jobs = bench.jobs()
+    jobs = [j for j in bench.jobs() if asked is None or j.model in asked]
     results = read_results(out)
     todo = [j for j in jobs if not bench.is_done(results, j)]
     if not todo:

@@ -135,6 +135,31 @@ def test_more_seeds_with_overwrite_keeps_finished_training(fake_mnist_dir, tmp_p
     assert err[0] == first[first.metric == "test_error_pct"].value.iloc[0]
 
 
+@pytest.mark.slow
+def test_models_added_to_a_finished_folder_join_it(fake_mnist_dir, tmp_path):
+    out = tmp_path / "bench"
+    runner = CliRunner()
+    base = ["bench", "cluttered", "--preset", "smoke", "--out", str(out), "--device", "cpu", "--eager"]
+    r = runner.invoke(cli, [*base, "--models", "conv2"])
+    assert r.exit_code == 0, r.output
+    first = pd.read_csv(out / "results.csv")
+    r = runner.invoke(cli, [*base, "--models", "resnet"])
+    assert r.exit_code == 0, r.output
+    assert "adding resnet to the models of" in r.output and "conv2 epoch" not in r.output  # conv2 not retrained
+    df = pd.read_csv(out / "results.csv")
+    assert set(df.model) == {"conv2", "resnet"}
+    kept = df[df.model == "conv2"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(kept[["seed", "metric", "value"]], first[["seed", "metric", "value"]])  # conv2's rows
+    stored = json.loads((out / "config.json").read_text())["config"]
+    assert list(stored["models"]) == ["conv2", "resnet"]
+    assert "Small ResNet" in (out / "table.md").read_text() and "2 layers" in (out / "table.md").read_text()
+    r = runner.invoke(cli, [*base, "--models", "conv2"])  # a model it holds: nothing to do, nothing rewritten
+    assert r.exit_code == 0 and "nothing to do" in r.output, r.output
+    assert json.loads((out / "config.json").read_text())["config"] == stored
+    r = runner.invoke(cli, [*base, "--models", "conv2", "--seeds", "2"])  # other seeds: another config
+    assert r.exit_code != 0 and "different configuration" in r.output, r.output
+
+
 def test_run_folders_are_kept_only_for_the_same_settings(tmp_path):
     from benchmark.runner import BenchError, RunContext
 
