@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import logging
 import os
 import sys
 from pathlib import Path
@@ -21,6 +22,9 @@ import click
 # (2243 images/s) and cut the loaded step to ~120 ms. Set before torch is imported; a
 # user's own setting wins.
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+# torch.compile on a machine without CUDA logs "No CUDA runtime is found" from
+# torch.utils.cpp_extension at every first compile: true, expected, and not the user's concern.
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 PRESETS = ("smoke", "quick", "paper")
 # The degradations of `bench robustness` (datasets.degrade.AXES; kept here so --help imports no numpy).
@@ -751,7 +755,14 @@ def _redraw(out: Path) -> None:
         raise click.BadParameter(f"{out} holds no known bench results", param_hint="OUT")
     module, cls = BENCHES[name].split(":")
     bench_cls = getattr(importlib.import_module(module), cls)
-    for path in bench_cls.write_report(out, bench_cls.from_folder(out).cfg):
+    from benchmark.config import ConfigError
+
+    try:
+        cfg = bench_cls.from_folder(out).cfg
+    except ConfigError as e:
+        raise click.BadParameter(f"{e}: this folder's config.json is of another drawbench version; rerun the "
+                                 f"`bench {name}` command that made it to regenerate it", param_hint="OUT") from None
+    for path in bench_cls.write_report(out, cfg):
         click.echo(f"wrote {path}")
 
 

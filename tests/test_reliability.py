@@ -421,6 +421,12 @@ def test_bench_refuses_a_folder_of_another_config(tmp_path):
     assert (out / "results.csv").read_text() == "keep me\n"
     result = CliRunner().invoke(cli, ["report", str(tmp_path)])  # not a bench folder
     assert result.exit_code == 2 and "OUT" in _clean(result)
+    stored = json.loads((out / "config.json").read_text())
+    stored["config"]["glimpse_net"] = True  # a setting this version does not know (an older folder)
+    (out / "config.json").write_text(json.dumps(stored))
+    result = CliRunner().invoke(cli, ["report", str(out)])
+    text = _clean(result)
+    assert result.exit_code == 2 and "OUT" in text and "glimpse_net" in text and "rerun" in text, text
 
 
 # -- parameters: valid values give valid outputs, invalid ones usage errors ---------------
