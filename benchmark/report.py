@@ -75,7 +75,7 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(f"cannot store {type(obj).__name__} in config.json: {obj!r}")
 
 
-def _normalize_config(config: dict) -> Any:
+def normalize_config(config: dict) -> Any:
     """The config as it reads back from JSON (tuples become lists, paths strings, ...)."""
     return json.loads(json.dumps(config, default=_jsonable))
 
@@ -130,7 +130,7 @@ def prepare_out_dir(out_dir: str | os.PathLike, config: dict, overwrite: bool = 
     config_path = out / CONFIG_FILE
     if not config_path.exists():
         return out
-    new = _normalize_config(config)
+    new = normalize_config(config)
     try:
         old = json.loads(config_path.read_text(encoding="utf-8"))["config"]
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -242,7 +242,7 @@ def write_config(
     job (rerun to continue).
     """
     path = Path(out_dir) / CONFIG_FILE
-    cfg, prov = _normalize_config(config), provenance()
+    cfg, prov = normalize_config(config), provenance()
     try:
         old = json.loads(path.read_text(encoding="utf-8"))
         sessions = list(old["sessions"]) if old["config"] == cfg else []

@@ -38,6 +38,7 @@ from benchmark.report import (
     CONFIG_FILE,
     TABLE_FILE,
     append_results,
+    normalize_config,
     prepare_out_dir,
     read_results,
     set_plot_style,
@@ -198,9 +199,9 @@ def _join_folder(bench: Bench, out: Path,
     only the models asked for are run: ``bench cluttered --models ram --out DIR`` adds RAM's
     rows to a finished Table 1 without retraining the rest, and a user's model joins the
     shipped ones in their tables. Returns the bench to run, the models asked for and the
-    folder's stored config (None, None: the folder is not joined; :func:`prepare_out_dir`
-    then checks the config as usual)."""
-    new = json.loads(json.dumps(to_dict(bench.cfg), default=str))
+    folder's stored config; the last two are None when the folder is not joined
+    (:func:`prepare_out_dir` then checks the config as usual)."""
+    new = normalize_config(to_dict(bench.cfg))
     try:
         old = _stored_config(out)
     except BenchError:
