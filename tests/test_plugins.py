@@ -159,3 +159,20 @@ def test_the_readme_example_runs_through_bench_robustness(fake_mnist_dir, tmp_pa
     assert r.exit_code == 0, r.output
     rows = pd.read_csv(tmp_path / "rob" / "results.csv")
     assert "small_cnn" in set(rows.model)
+
+
+@pytest.mark.slow
+def test_a_user_model_joins_a_finished_bench_folder(fake_mnist_dir, user_module, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "cl"
+    base = ["bench", "cluttered", "--preset", "smoke", "--eager", "--device", "cpu", "--out", str(out)]
+    r = runner.invoke(cli, [*base, "--models", "conv2"])
+    assert r.exit_code == 0, r.output
+    conv2 = pd.read_csv(out / "results.csv")
+    r = runner.invoke(cli, [*base, "--models", "", "--model-spec", "my_models:tiny_mlp"])  # the README's recipe
+    assert r.exit_code == 0, r.output
+    assert "conv2 epoch" not in r.output and "adding tiny_mlp" in r.output
+    df = pd.read_csv(out / "results.csv")
+    assert set(df.model) == {"conv2", "tiny_mlp"}
+    assert df[df.model == "conv2"].value.tolist() == conv2.value.tolist()
+    assert "tiny_mlp (user model)" in (out / "table.md").read_text()
