@@ -30,6 +30,7 @@ from benchmark.report import (
     summarize,
 )
 from benchmark.runner import Bench, Job, OutOfTime, RunContext
+from datasets.mnist import BINARIZE_SEED, BINARIZED_SOURCE_AMAT, BINARIZED_SOURCE_STOCHASTIC
 from datasets.tensors import TensorData
 from draw.checkpoint import load_model, save_weights
 from draw.fast import SpeedConfig
@@ -39,6 +40,14 @@ from draw.train import TrainConfig, train
 
 MODELS = ("draw", "draw-noattn")
 MODEL_LABELS = {"draw": "DRAW (ours)", "draw-noattn": "DRAW without attention (ours)"}
+DATA_FILE = "data.csv"  # the data a run actually used: binarization, sizes, K (one row)
+# What a data source name means, for table.md.
+_SOURCES = {
+    BINARIZED_SOURCE_STOCHASTIC: f"this suite's fixed stochastic binarization of MNIST's 50k/10k/10k split (pixel k "
+                                 f"on with probability k/255, seed {BINARIZE_SEED}); Larochelle's .amat files were "
+                                 "not in the data folder",
+    BINARIZED_SOURCE_AMAT: "Larochelle's binarized_mnist_{train,valid,test}.amat files, from the data folder",
+}
 PAPER_ROW = {"draw": "DRAW", "draw-noattn": "DRAW without attention"}  # rows of paper.table2()
 DATASETS = ("mnist", "twodigit", "svhn", "cifar10")
 DEFAULT_MODELS = {"mnist": ["draw", "draw-noattn"], "twodigit": ["draw"], "svhn": ["draw"], "cifar10": ["draw"]}
@@ -221,6 +230,15 @@ class NllBench(Bench):
         self.train_data, self.valid_data = train_data.to(ctx.device), valid_data.to(ctx.device)
         self.test_data = test_data.to(ctx.device)
         self.is_split = "test" if self.n_is == len(test_data) else f"test[:{self.n_is}]"
+        # the protocol, where the results are read (table.md, from this CSV; config.json's "data")
+        self.record = {"dataset": cfg.dataset, "source": self.source, "train_images": len(train_data),
+                       "valid_images": len(valid_data), "test_images": len(test_data),
+                       "importance_samples": cfg.importance_samples, "importance_sampled_images": self.n_is,
+                       "checkpoint": "best.pt: the epoch with the lowest validation bound"}
+        append_csv(ctx.out / DATA_FILE, pd.DataFrame([self.record]), key=["dataset"])
+
+    def data_record(self) -> dict | None:
+        return getattr(self, "record", None)
 
     def run_job(self, ctx: RunContext, job: Job) -> list[dict]:
         from draw.likelihood import importance_sampled_nll_per_item
@@ -441,6 +459,13 @@ def table(out: Path, df: pd.DataFrame, cfg: NllConfig) -> str:
         f"{'' if d.n_is is None else ' (the first ones)'}, log-mean-exp in float64. Seeds: {len(cfg.seeds)}. "
         f"Attention windows start `{m.window_init}` (see `DrawConfig.window_init`)."
     )
+    if (out / DATA_FILE).exists():
+        rec = pd.read_csv(out / DATA_FILE).iloc[0]
+        lines += ["", f"Data: {_SOURCES.get(rec.source, rec.source)}; {rec.train_images:,} / {rec.valid_images:,} / "
+                      f"{rec.test_images:,} training / validation / test images. Test NLL: the bound on all "
+                      f"{rec.test_images:,} test images and the importance-sampled estimate with K = "
+                      f"{rec.importance_samples} on {rec.importance_sampled_images:,} of them, both of each model's "
+                      f"{rec.checkpoint}."]
     lines.append("")
     rows = []
     est = df[df.metric == "nll_is_nats"]

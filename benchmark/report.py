@@ -231,6 +231,7 @@ def write_config(
     started: datetime,
     finished: datetime | None = None,
     complete: bool | None = None,
+    data: dict | None = None,
 ) -> Path:
     """Write ``config.json`` = {config, provenance, started, finished, complete, sessions}
     atomically; return its path.
@@ -239,13 +240,15 @@ def write_config(
     repeated run of the same config appends to ``sessions`` (start, end, git commit and
     machine of each invocation) instead of forgetting the earlier ones; ``started`` is the
     first session's. ``complete``: False when a time budget stopped the run before its last
-    job (rerun to continue).
+    job (rerun to continue). ``data``: what data the run read, when the config alone does
+    not say (kept from the previous write when not given).
     """
     path = Path(out_dir) / CONFIG_FILE
     cfg, prov = normalize_config(config), provenance()
     try:
         old = json.loads(path.read_text(encoding="utf-8"))
         sessions = list(old["sessions"]) if old["config"] == cfg else []
+        data = data if data is not None or old["config"] != cfg else old.get("data")
     except (OSError, ValueError, KeyError, TypeError):
         sessions = []
     me = {"started": started.isoformat(), "finished": None if finished is None else finished.isoformat(),
@@ -259,6 +262,7 @@ def write_config(
         "finished": me["finished"],
         "complete": complete,
         "sessions": sessions,
+        **({"data": data} if data is not None else {}),
     }
     atomic_write_text(path, json.dumps(doc, indent=2, default=_jsonable) + "\n")
     return path

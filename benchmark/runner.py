@@ -162,6 +162,11 @@ class Bench(ABC):
     def finish(self, ctx: RunContext) -> None:  # noqa: B027 - optional hook
         """After the jobs: figures that need the trained models."""
 
+    def data_record(self) -> dict | None:
+        """What data this run actually read, when the config alone does not say (e.g. which
+        MNIST binarization the data folder gave); written to config.json as ``"data"``."""
+        return None
+
     @classmethod
     @abstractmethod
     def table(cls, out: Path, df: pd.DataFrame, cfg: Any) -> str:
@@ -259,6 +264,6 @@ def run_bench(bench: Bench, out: str | Path, *, overwrite: bool = False, device:
         bench.finish(ctx)
     for path in bench.write_report(out, bench.cfg):
         echo(f"wrote {path}")
-    write_config(out, cfg, started, datetime.now(timezone.utc), complete=complete)
+    write_config(out, cfg, started, datetime.now(timezone.utc), complete=complete, data=bench.data_record())
     echo(f"wrote {out / 'results.csv'} and {out / CONFIG_FILE}" + ("" if complete else " (not finished yet)"))
     return complete

@@ -209,8 +209,15 @@ def test_bench_nll_smoke_end_to_end(fake_mnist_dir, tmp_path):
               "samples_draw-noattn.png", "drawing_draw-noattn.gif", "drawing_steps_draw-noattn.png",
               "nll.png", "learning_curves.png", "kl_per_step.png"]:
         assert (out / f).stat().st_size > 1000, f
-    cfg = json.loads((out / "config.json").read_text())["config"]
+    doc = json.loads((out / "config.json").read_text())
+    cfg = doc["config"]
     assert cfg["bench"] == "nll" and cfg["dataset"] == "mnist"
+    # the protocol where results are read: which binarization, K, how many images, which checkpoint
+    n_test = doc["data"]["test_images"]
+    assert doc["data"]["source"] == "stochastic-seed-20150210" and n_test == cfg["data"]["n_test"]
+    assert doc["data"]["importance_samples"] == cfg["importance_samples"]
+    assert "seed 20150210" in table and f"the bound on all {n_test:,} test images" in table
+    assert f"K = {cfg['importance_samples']}" in table and "best.pt" in table
     kl = pd.read_csv(out / "kl_per_step.csv")
     assert len(kl) == 2 * cfg["models"]["draw"]["T"] and (kl.kl_nats >= 0).all()
 
