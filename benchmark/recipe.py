@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from benchmark.report import append_csv, markdown_table, save_figure
-from benchmark.runner import Bench, Job, RunContext
+from benchmark.runner import Bench, Job, OutOfTime, RunContext
 from datasets.tensors import TensorData
 from draw.fast import SpeedConfig
 from draw.model import DRAW, DrawConfig
@@ -153,8 +153,6 @@ class RecipeBench(Bench):
         result = train(net, self.train_data, self.valid_data, tcfg, run_dir, resume=True, device=ctx.device,
                        select="loss", progress=ctx.progress, desc=name, speed=cfg.speed, deadline=ctx.deadline,
                        max_train_s=budget_s)
-        from benchmark.runner import OutOfTime
-
         if result.train_time_s < budget_s and not result.finished:
             raise OutOfTime(str(job))
         # the curve: (training minutes, validation bound) after every epoch, and at the budget's end
