@@ -2,7 +2,7 @@
 
 Trains the read-only attention classifier ("Differentiable RAM", section 4.1) and the
 convolutional baselines on the same generated data, evaluates each on the 10,000-image
-test set, and writes results.csv, curves.csv, predictions.csv, glimpses.csv, table.md,
+test set, and writes results.csv, curves.csv, confusion.csv, glimpses.csv, table.md,
 config.json, plots and each model's weights (``weights/<model>-seed<k>.safetensors``).
 Every model trains in its own checkpointed run folder, so a killed bench rerun with the
 same command resumes the unfinished model and skips finished ones.
@@ -85,6 +85,9 @@ def _tc(**kw: object) -> TrainConfig:
 
 # "smoke" runs in seconds (tests); "quick" is sized for a 2-core CPU; "paper" is the paper's
 # setting (full data, 8 glimpses of 12x12, LSTM 256) trained to convergence.
+CONFUSION_FILE = "confusion.csv"
+N_CLASSES = 10  # the ten digits
+
 PRESETS: dict[str, ClutteredPreset] = {
     "smoke": ClutteredPreset(
         ClutteredData(canvas=40, distractors=4, distractor_size=6, n_train=256, n_valid=64, n_test=128),
@@ -242,7 +245,7 @@ class ClutteredBench(Bench):
             best.mc_samples = cfg.mc_samples
         labels = self.test_data.y.cpu().numpy()
         torch.manual_seed(30_000 + seed)  # RAM samples its glimpses: a seeded test
-        pred, conf, windows = predict(best, self.test_data)
+        pred, _, windows = predict(best, self.test_data)
         err = 100.0 * float((pred != labels).mean())
         macs = macs_per_image(best, cfg.data.image_shape)
         infer = inference_images_per_s(best, self.test_data)
@@ -270,9 +273,8 @@ class ClutteredBench(Bench):
                  "valid_error_pct": 100 * r["valid_error"], "train_loss": r["train_loss"],
                  "valid_loss": r["valid_loss"]} for r in result.history])
             append_csv(ctx.out / "curves.csv", curves, key=["model", "seed", "epoch"])
-        predictions = pd.DataFrame({"model": name, "seed": seed, "index": np.arange(len(labels)), "label": labels,
-                                    "pred": pred, "confidence": conf})
-        append_csv(ctx.out / "predictions.csv", predictions, key=["model", "seed", "index"])
+        append_csv(ctx.out / CONFUSION_FILE, confusion_counts(name, seed, labels, pred),
+                   key=["model", "seed", "label", "pred"])
         if windows is not None:
             append_csv(ctx.out / "glimpses.csv", glimpse_frame(name, seed, windows[:16]),
                        key=["model", "seed", "index", "t"])
@@ -410,11 +412,22 @@ def _label(cfg: ClutteredConfig, model: str) -> str:
     return spec.label if spec is not None and spec.label else LABELS.get(model, model)
 
 
+def confusion_counts(model: str, seed: int, labels: np.ndarray, pred: np.ndarray) -> pd.DataFrame:
+    """The test confusion matrix of one model and seed as rows (model, seed, label, pred,
+    count), every one of the N_CLASSES^2 pairs present (so a rerun replaces them all):
+    what confusion.png is drawn from, instead of a row per test image."""
+    from sklearn.metrics import confusion_matrix
+
+    cm = confusion_matrix(labels, pred, labels=list(range(N_CLASSES)))
+    label, predicted = np.indices(cm.shape)
+    return pd.DataFrame({"model": model, "seed": seed, "label": label.ravel(), "pred": predicted.ravel(),
+                         "count": cm.ravel()})
+
+
 def plots(out: Path, df: pd.DataFrame, cfg: ClutteredConfig) -> list[Path]:
     """The plots, from the CSV files in ``out`` alone (results.csv is ``df``)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
-    from sklearn.metrics import confusion_matrix
 
     written: list[Path] = []
     err = df[df.metric == "test_error_pct"].copy()
@@ -451,18 +464,19 @@ def plots(out: Path, df: pd.DataFrame, cfg: ClutteredConfig) -> list[Path]:
         save_figure(fig, written[-1])
 
     written += _compute_plot(out, df, cfg)
-    pred_path = out / "predictions.csv"
-    if pred_path.exists():
-        preds = pd.read_csv(pred_path)
-        first = preds[preds.seed == preds.seed.min()]
+    conf_path = out / CONFUSION_FILE
+    if conf_path.exists():
+        counts = pd.read_csv(conf_path)
+        first = counts[counts.seed == counts.seed.min()]
         models = [m for m in cfg.models if m in set(first.model)]
         fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 4), squeeze=False)
         for ax, m in zip(axes[0], models, strict=True):
-            p = first[first.model == m]
-            cm = confusion_matrix(p.label, p.pred, labels=list(range(10)), normalize="true") * 100
+            c = first[first.model == m].pivot_table(index="label", columns="pred", values="count", aggfunc="sum")
+            c = c.reindex(index=range(N_CLASSES), columns=range(N_CLASSES), fill_value=0).to_numpy()
+            cm = 100 * c / np.maximum(c.sum(1, keepdims=True), 1)  # % of each true class
             sns.heatmap(cm, annot=True, fmt=".0f", cmap="Blues", vmin=0, vmax=100, cbar=False, ax=ax,
                         annot_kws={"fontsize": 7})
-            ax.set_title(f"{_label(cfg, m)}\nerror {100 * (p.label != p.pred).mean():.2f}%", fontsize=9)
+            ax.set_title(f"{_label(cfg, m)}\nerror {100 * (1 - np.trace(c) / c.sum()):.2f}%", fontsize=9)
             ax.set_xlabel("predicted")
             ax.set_ylabel("true")
         fig.suptitle("Confusion matrices (% of each true class), first seed", fontsize=10, y=1.04)
