@@ -193,11 +193,11 @@ class ClutteredBench(Bench):
         params = d.params()
         ctx.echo(f"data: {d.canvas}x{d.canvas} cluttered MNIST, {d.distractors} distractors of "
                  f"{d.distractor_size}x{d.distractor_size}; {d.n_train} train / {d.n_valid} valid / {d.n_test} test")
-        from benchmark.data import cluttered_data, fresh_cluttered
+        from benchmark.data import cluttered_data, cluttered_split, fresh_cluttered
 
         self.train_data = cluttered_data("train", params, d.seed, d.n_train, ctx.data_dir).to(ctx.device)
         self.valid_data = cluttered_data("valid", params, d.seed, d.n_valid, ctx.data_dir).to(ctx.device)
-        test = cluttered_data("test", params, d.seed, d.n_test, ctx.data_dir)
+        test, self.test_positions = cluttered_split("test", params, d.seed, d.n_test, ctx.data_dir)
         # the SHA-256 of the test arrays, as `cli.py data export cluttered` hashes cluttered_test.npz
         record_test_sets(ctx.out, {"bench": "cluttered", "data": asdict(d)},
                          {"cluttered_test": (test.x[:, 0].numpy(), test.y.numpy())})
@@ -276,6 +276,8 @@ class ClutteredBench(Bench):
         append_csv(ctx.out / CONFUSION_FILE, confusion_counts(name, seed, labels, pred),
                    key=["model", "seed", "label", "pred"])
         if windows is not None:
+            rows.append({**base, "split": "test", "metric": "on_target_pct",
+                         "value": on_target_pct(windows, self.test_positions, cfg.data.params().digit_size)})
             append_csv(ctx.out / "glimpses.csv", glimpse_frame(name, seed, windows[:16]),
                        key=["model", "seed", "index", "t"])
             if seed == cfg.seeds[0] and spec.kind == "classifier":
@@ -296,6 +298,18 @@ class ClutteredBench(Bench):
     @classmethod
     def plots(cls, out: Path, df: pd.DataFrame, cfg: ClutteredConfig) -> list[Path]:
         return plots(out, df, cfg)
+
+
+def on_target_pct(windows: np.ndarray, positions: np.ndarray, digit_size: int) -> float:
+    """The % of glimpses whose centre lies on the target digit's ``digit_size`` square: whether
+    a model learned where to look. ``windows`` ``(n, T, >= 2)`` start with the centre (g_x, g_y)
+    in 1-based pixels (the attention classifier's windows, RAM's locations); ``positions``
+    ``(n, 2)`` are the digits' 0-based (row, col) top-left pixels, so a digit covers the
+    1-based continuous span [p + 0.5, p + digit_size + 0.5] on each axis."""
+    x, y = windows[..., 0], windows[..., 1]  # (n, T)
+    left, top = positions[:, 1:2] + 0.5, positions[:, 0:1] + 0.5  # (n, 1)
+    inside = (x >= left) & (x <= left + digit_size) & (y >= top) & (y <= top + digit_size)
+    return 100.0 * float(inside.mean())
 
 
 def glimpse_frame(model: str, seed: int, windows: np.ndarray) -> pd.DataFrame:
@@ -485,6 +499,10 @@ def plots(out: Path, df: pd.DataFrame, cfg: ClutteredConfig) -> list[Path]:
     return written
 
 
+def _on_target_cell(v: float | None) -> str:
+    return "" if v is None or pd.isna(v) else f"{v:.1f}"
+
+
 def table(out: Path, df: pd.DataFrame, cfg: ClutteredConfig) -> str:
     """table.md: our test error (mean +- sd over seeds) beside the paper's Table 1."""
     d = cfg.data
@@ -498,14 +516,16 @@ def table(out: Path, df: pd.DataFrame, cfg: ClutteredConfig) -> str:
     lines.append("")
     lines.append("Multiply-adds per image are counted with `torch.utils.flop_counter` on one forward pass (matrix "
                  "products and convolutions); inference images/s are evaluation-mode forward passes on this "
-                 "machine (see config.json); train time includes compiling, validation and new clutter each epoch.")
+                 "machine (see config.json); train time includes compiling, validation and new clutter each epoch. "
+                 "Glimpses on the digit: the share of the attention models' glimpse centres (all T steps, all "
+                 "test images) that fall on the target digit's square, whether a model learned where to look.")
     lines.append("")
     rows = []
     if not df[df.metric == "test_error_pct"].empty:
         s = summarize(df, "test_error_pct", by=("model", "variant"))
         extra = {metric: df[df.metric == metric].groupby("model").value.mean()
                  for metric in ("train_s", "images_per_s", "epochs", "n_params", "macs_per_image",
-                                "infer_images_per_s")}
+                                "infer_images_per_s", "on_target_pct")}
         for _, r in s.iterrows():
             rows.append({
                 "model": _label(cfg, r["model"]),
@@ -514,6 +534,7 @@ def table(out: Path, df: pd.DataFrame, cfg: ClutteredConfig) -> str:
                 "parameters": f"{int(extra['n_params'].get(r['model'], 0)):,}",
                 "M multiply-adds / image": f"{extra['macs_per_image'].get(r['model'], float('nan')) / 1e6:.2f}",
                 "inference (images/s)": f"{extra['infer_images_per_s'].get(r['model'], float('nan')):.0f}",
+                "glimpses on the digit (%)": _on_target_cell(extra["on_target_pct"].get(r["model"])),
                 "epochs": f"{extra['epochs'].get(r['model'], float('nan')):.0f}",
                 "train time (s)": f"{extra['train_s'].get(r['model'], float('nan')):.0f}",
                 "source": "this run",
@@ -524,7 +545,7 @@ def table(out: Path, df: pd.DataFrame, cfg: ClutteredConfig) -> str:
         macs = paper_macs.get(r.model)
         rows.append({"model": r.model, "setting": "", "test error (%)": f"{r.test_error_pct:.2f}", "parameters": "",
                      "M multiply-adds / image": "" if macs is None else f"{macs / 1e6:.2f} (its architecture)",
-                     "inference (images/s)": "", "epochs": "", "train time (s)": "", "source": r.source})
+                     "inference (images/s)": "", "glimpses on the digit (%)": "", "epochs": "", "train time (s)": "", "source": r.source})
     lines.append(markdown_table(pd.DataFrame(rows)))
     lines.append("")
     if cfg.preset != "paper":

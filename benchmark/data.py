@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from datasets.tensors import TensorData
@@ -17,10 +18,17 @@ NATURAL = ("svhn", "cifar10")
 def cluttered_data(split: str, params: object, seed: int = 0, n: int | None = None,
                    data_dir: str | Path | None = None) -> TensorData:
     """A cached cluttered-MNIST split (see :mod:`datasets.cluttered`): uint8 images, labels."""
+    return cluttered_split(split, params, seed, n, data_dir)[0]
+
+
+def cluttered_split(split: str, params: object, seed: int = 0, n: int | None = None,
+                    data_dir: str | Path | None = None) -> tuple[TensorData, np.ndarray]:
+    """:func:`cluttered_data` and the target digits' positions ``(n, 2)``: 0-based (row, col)
+    of each digit's top-left pixel (where a model's glimpses should go)."""
     from datasets.cluttered import cached_split
 
     ds = cached_split(split, params, seed=seed, n=n, data_dir=data_dir)
-    return TensorData.from_numpy(ds.images, ds.labels)
+    return TensorData.from_numpy(ds.images, ds.labels), ds.positions
 
 
 def fresh_cluttered(params: object, seed: int = 0, n: int | None = None, data_dir: str | Path | None = None,

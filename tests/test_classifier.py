@@ -70,7 +70,10 @@ def test_bench_cluttered_smoke(fake_mnist_dir, tmp_path):
     macs = df[df.metric == "macs_per_image"].set_index("model").value
     assert macs["attention"] > 0 and macs["ram"] > 0 and macs["conv2"] > 0  # counted for every model
     assert (df[df.metric == "infer_images_per_s"].value > 0).all()
+    on_target = df[df.metric == "on_target_pct"].set_index("model").value  # the models that glimpse
+    assert set(on_target.index) == {"attention", "ram"} and ((on_target >= 0) & (on_target <= 100)).all()
     table = (out / "table.md").read_text()
+    assert "glimpses on the digit (%)" in table
     assert "3.36" in table and "this run" in table
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["config"]["glimpses"] == 3 and cfg["finished"] and cfg["complete"]
@@ -99,6 +102,17 @@ def test_bench_cluttered_smoke(fake_mnist_dir, tmp_path):
 
     result = runner.invoke(cli, ["report", str(out)])
     assert result.exit_code == 0 and "test_error.png" in result.output
+
+
+def test_on_target_counts_glimpse_centres_on_the_digit_square():
+    from benchmark.cluttered import on_target_pct
+
+    # a 28 x 28 digit with top-left pixel (row 10, col 20), 0-based: 1-based x in [20.5, 48.5], y in [10.5, 38.5]
+    positions = np.array([[10, 20]])
+    windows = np.array([[[21.0, 11.0, 3.0], [20.4, 11.0, 3.0], [48.5, 38.5, 3.0], [49.0, 20.0, 3.0]]])  # (1, T=4, 3)
+    assert on_target_pct(windows, positions, 28) == 50.0  # the 1st and 3rd (on the edge) are on it
+    assert on_target_pct(windows[:, :1, :2], positions, 28) == 100.0  # RAM's (x, y) locations alike
+    assert on_target_pct(windows[:, 1:2], positions, 28) == 0.0
 
 
 def test_fresh_clutter_is_new_every_epoch_and_deterministic(fake_mnist_dir):
