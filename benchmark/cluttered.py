@@ -83,11 +83,11 @@ def _tc(**kw: object) -> TrainConfig:
     return TrainConfig(log_every=50, checkpoint_every=500, **kw)
 
 
-# "smoke" runs in seconds (tests); "quick" is sized for a 2-core CPU; "paper" is the paper's
-# setting (full data, 8 glimpses of 12x12, LSTM 256) trained to convergence.
 CONFUSION_FILE = "confusion.csv"
 N_CLASSES = 10  # the ten digits
 
+# "smoke" runs in seconds (tests); "quick" is sized for a 2-core CPU; "paper" is the paper's
+# setting (full data, 8 glimpses of 12x12, LSTM 256) trained to convergence.
 PRESETS: dict[str, ClutteredPreset] = {
     "smoke": ClutteredPreset(
         ClutteredData(canvas=40, distractors=4, distractor_size=6, n_train=256, n_valid=64, n_test=128),
