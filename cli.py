@@ -687,10 +687,13 @@ def bench_speed(models, preset, steps, batch_size, out, overwrite, device) -> No
                    "[default: paper on GPU, quick on CPU]")
 @click.option("--seeds", type=click.IntRange(1, 20), default=1, help="Training seeds per candidate.")
 @click.option("--candidates", default=None, help="Comma-separated subset of the candidate recipes [default: all].")
+@click.option("--budgets", default=None, metavar="MINUTES,...",
+              help="Comma-separated training minutes at which the bound is reported, increasing; the last "
+                   "ends each run [default: the preset's].")
 @_bench_options
 @_data_dir_option
 @_friendly_errors
-def bench_recipe(preset, seeds, candidates, out, overwrite, max_minutes, eager, device, data_dir) -> None:
+def bench_recipe(preset, seeds, candidates, budgets, out, overwrite, max_minutes, eager, device, data_dir) -> None:
     """Which training recipe brings the paper's MNIST DRAW's bound down fastest per minute of
     training (learning rate, warm-up, batch, clipping, Adam, window initialisation)."""
     from benchmark import recipe
@@ -698,9 +701,22 @@ def bench_recipe(preset, seeds, candidates, out, overwrite, max_minutes, eager, 
     dev = _check_device(device)
     preset = _choose_preset(preset, dev)
     names = None if candidates is None else _comma_list(candidates, recipe.CANDIDATES, "candidate(s)", "--candidates")
-    cfg = recipe.bench_config(preset, seeds=seeds, candidates=names, speed=_bench_speed(eager, dev))
+    minutes = None if budgets is None else _float_list(budgets, "--budgets")
+    try:
+        cfg = recipe.bench_config(preset, seeds=seeds, candidates=names, budgets_min=minutes,
+                                  speed=_bench_speed(eager, dev))
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--budgets") from None
     _run_bench(recipe.RecipeBench(cfg), out or Path("runs") / preset / "recipe", overwrite, dev, data_dir,
                max_minutes)
+
+
+def _float_list(text: str, option: str) -> list[float]:
+    """"10,20,30" -> [10.0, 20.0, 30.0], or a usage error naming ``option``."""
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers", param_hint=option) from None
 
 
 BENCHES = {"cluttered": "benchmark.cluttered:ClutteredBench", "nll": "benchmark.nll:NllBench",

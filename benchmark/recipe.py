@@ -15,6 +15,7 @@ records the machine and load (``bench speed`` style), and the table says so.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -91,9 +92,13 @@ PRESETS: dict[str, dict] = {
 
 
 def bench_config(preset: str, *, seeds: int = 1, candidates: list[str] | None = None,
-                 speed: SpeedConfig | None = None) -> RecipeConfig:
-    """The config of ``bench recipe --preset P --seeds S --candidates ...``."""
+                 budgets_min: list[float] | None = None, speed: SpeedConfig | None = None) -> RecipeConfig:
+    """The config of ``bench recipe --preset P --seeds S --candidates ... --budgets ...``."""
     p = PRESETS[preset]
+    budgets = list(p["budgets_min"] if budgets_min is None else budgets_min)
+    if (not budgets or not all(math.isfinite(b) and b > 0 for b in budgets)
+            or any(b <= a for a, b in zip(budgets, budgets[1:], strict=False))):
+        raise ValueError(f"the budgets must be positive minutes that increase, got {budgets}")
     names = list(candidates or p["candidates"])
     unknown = sorted(set(names) - set(CANDIDATES))
     if unknown:
@@ -104,7 +109,7 @@ def bench_config(preset: str, *, seeds: int = 1, candidates: list[str] | None = 
                   for n, c in chosen.items()}
     model = DrawConfig(**p["model"])
     return RecipeConfig(preset=preset, model=model, candidates=chosen, seeds=list(range(seeds)),
-                        budgets_min=list(p["budgets_min"]), n_train=p["n_train"], n_valid=p["n_valid"],
+                        budgets_min=budgets, n_train=p["n_train"], n_valid=p["n_valid"],
                         speed=speed or SpeedConfig())
 
 

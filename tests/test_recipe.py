@@ -21,15 +21,24 @@ def test_bound_at_interpolates_between_measurements_and_refuses_to_extrapolate()
     assert bound_at(minutes, bounds, 7.0, finished=True) == 120.0  # a schedule that ended early holds its bound
 
 
+@pytest.mark.parametrize("budgets, says", [("10,5", "increase"), ("ten", "comma-separated"), ("0,5", "positive"),
+                                            ("5,nan", "positive"), ("", "positive")])
+def test_bench_recipe_budgets_are_checked_before_any_work(budgets, says, tmp_path):
+    r = CliRunner().invoke(cli, ["bench", "recipe", "--preset", "smoke", "--budgets", budgets, "--device", "cpu",
+                                 "--out", str(tmp_path / "r")])
+    assert r.exit_code == 2 and "--budgets" in r.output and says in r.output, r.output
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.slow
 def test_bench_recipe_smoke(fake_mnist_dir, tmp_path):
     out = tmp_path / "recipe"
-    r = CliRunner().invoke(cli, ["bench", "recipe", "--preset", "smoke", "--eager", "--device", "cpu", "--out",
-                                 str(out)])
+    r = CliRunner().invoke(cli, ["bench", "recipe", "--preset", "smoke", "--eager", "--device", "cpu",
+                                 "--budgets", "0.04,0.1", "--out", str(out)])
     assert r.exit_code == 0, r.output
     df = pd.read_csv(out / "results.csv")
     bounds = df[df.metric == "valid_bound_nats"]
-    assert set(bounds.model) == {"zero-init", "lr2e-3"} and set(bounds.split) == {"0.05min", "0.1min"}
+    assert set(bounds.model) == {"zero-init", "lr2e-3"} and set(bounds.split) == {"0.04min", "0.1min"}
     assert bounds.value.notna().all() and (bounds.value > 0).all()
     curves = pd.read_csv(out / "curves.csv")
     assert set(curves.candidate) == {"zero-init", "lr2e-3"} and curves.valid_bound.notna().all()
