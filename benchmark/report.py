@@ -186,12 +186,26 @@ def _version(dist: str) -> str | None:
         return None
 
 
+# The instruction sets that decide a CPU's speed here (bf16 products need avx512_bf16 or amx_bf16).
+_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
 def _cpu_name() -> str:
+    """The CPU model, with its family/model numbers and vector instruction sets from
+    /proc/cpuinfo where the model name alone is vague (virtual machines often say just
+    "AMD EPYC"), e.g. ``AMD EPYC (family 23, model 49; avx2)``."""
+    info: dict[str, str] = {}
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "unknown CPU"
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip().lower(), value.strip())
+            if not line.strip():
+                break  # the first processor is enough
+    if "model name" not in info:
+        return platform.processor() or platform.machine() or "unknown CPU"
+    flags = set(info.get("flags", "").split())
+    isa = ", ".join(f for f in _CPU_FLAGS if f in flags) or "no AVX2"
+    return f"{info['model name']} (family {info.get('cpu family', '?')}, model {info.get('model', '?')}; {isa})"
 
 
 def provenance() -> dict[str, Any]:

@@ -23,7 +23,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -32,6 +32,7 @@ from torch import nn
 
 from benchmark.report import markdown_table, save_figure
 from benchmark.runner import Bench, Job, RunContext
+from benchmark.step_profile import census, phase_seconds, products_seconds
 from draw.classifier import AttentionClassifier, ClassifierConfig
 from draw.fast import SpeedConfig, matmul_precision
 from draw.model import DRAW, DrawConfig
@@ -39,7 +40,8 @@ from draw.step import TrainStep
 
 MODELS = ("draw", "classifier")
 MODEL_LABELS = {"draw": "DRAW", "classifier": "attention classifier"}
-METRICS = ("images_per_s", "step_ms", "cpu_ms", "peak_mem_mb", "compile_s", "loss_rel_err", "epoch_s")
+METRICS = ("images_per_s", "step_ms", "cpu_ms", "peak_mem_mb", "compile_s", "loss_rel_err", "epoch_s",
+           "forward_ms", "backward_ms", "optimizer_ms", "ops_per_glimpse", "products_ms", "products_share")
 # Training images per epoch: binarized MNIST (DRAW) and cluttered MNIST (the classifier).
 EPOCH_IMAGES = {"draw": 50_000, "classifier": 60_000}
 MACHINE = "(machine)"  # the variant name of the rows that describe the machine, not a switch set
@@ -266,9 +268,11 @@ def measure(name: str, cfg: SpeedBenchConfig, device: torch.device, echo: Callab
             w, c = var.timed(cfg.steps)
             var.wall.append(w)
             var.cpu.append(c)
+    glimpses = cfg.draw.T if name == "draw" else cfg.classifier.glimpses
     for vname, var in variants.items():
         warm, mem, rel = var.first
         step_s, cpu_s = statistics.median(var.wall), statistics.median(var.cpu)
+        profile = _profile(var, glimpses, cfg)
         values = {
             "images_per_s": var.batch / step_s,
             "step_ms": 1e3 * step_s,
@@ -277,6 +281,8 @@ def measure(name: str, cfg: SpeedBenchConfig, device: torch.device, echo: Callab
             "compile_s": max(0.0, warm - cfg.warmup * step_s),
             "loss_rel_err": rel,
             "epoch_s": EPOCH_IMAGES[name] * step_s / var.batch,  # one epoch at this speed, compile excluded
+            **profile,
+            "products_share": profile["products_ms"] / (1e3 * step_s),
         }
         rows += [{**common, "variant": vname, "metric": k, "value": float(val)} for k, val in values.items()]
         echo(f"  {name} {vname}: {values['images_per_s']:.0f} images/s, {values['step_ms']:.0f} ms/step "
@@ -286,6 +292,21 @@ def measure(name: str, cfg: SpeedBenchConfig, device: torch.device, echo: Callab
     rows += [{**common, "variant": MACHINE, "metric": k, "value": v}
              for k, v in (("load_avg_start", load_start), ("load_avg_end", _load_average()))]
     return rows
+
+
+def _profile(var: _Variant, glimpses: int, cfg: SpeedBenchConfig) -> dict[str, float]:
+    """Where ``var``'s step spends its time (:mod:`benchmark.step_profile`): the phases, timed
+    on the variant itself; the operators per glimpse and the products' own time, recorded on
+    its uncompiled layout (a compiled step runs the same products, its other operators fused)."""
+    sync = lambda: _sync(var.device)  # noqa: E731
+    with matmul_precision(var.speed, var.device):
+        phases = phase_seconds(var.step_fn, var.x, var.y, cfg.steps, sync)
+        plain = replace(var.speed, compile=False, cuda_graphs=False)
+        step = TrainStep(copy.deepcopy(var.model), plain, var.device, lr=cfg.lr, grad_clip=cfg.grad_clip)
+        seen = census(step, var.x, var.y)
+        products_s = products_seconds(seen.products, var.device)
+    return {**{f"{k}_ms": 1e3 * v for k, v in phases.items()}, "ops_per_glimpse": seen.ops / glimpses,
+            "products_ms": 1e3 * products_s}
 
 
 def _load_average() -> float:
@@ -406,9 +427,36 @@ def table(out: Path, df: pd.DataFrame, cfg: SpeedBenchConfig) -> str:
             "loss rel. err.": wide.loss_rel_err.map(lambda v: "" if pd.isna(v) else f"{v:.1e}"),
         })
         lines.append(markdown_table(table))
+        if "products_ms" in wide:  # results written before the step profile have none
+            lines += _profile_table(wide, cfg)
         load = df[df.variant == MACHINE].set_index(["model", "metric"]).value
         if len(load):
             lines.append("Machine load (1-minute load average, start -> end): " + "; ".join(
                 f"{MODEL_LABELS.get(m, m)} {load.get((m, 'load_avg_start'), float('nan')):.2f} -> "
                 f"{load.get((m, 'load_avg_end'), float('nan')):.2f}" for m in cfg.models) + ".")
     return "\n".join(lines) + "\n"
+
+
+def _profile_table(wide: pd.DataFrame, cfg: SpeedBenchConfig) -> list[str]:
+    """Where each variant's step spends its time (:mod:`benchmark.step_profile`)."""
+    ms = lambda v: f"{v:.1f}"  # noqa: E731
+    table = pd.DataFrame({
+        "model": wide.model.map(MODEL_LABELS),
+        "variant": wide.variant,
+        "forward (ms)": wide.forward_ms.map(ms),
+        "backward (ms)": wide.backward_ms.map(ms),
+        "clip + Adam (ms)": wide.optimizer_ms.map(ms),
+        "operators per glimpse": wide.ops_per_glimpse.map(lambda v: f"{v:.0f}"),
+        "products alone (ms)": wide.products_ms.map(ms),
+        "products' share of the step": wide.products_share.map(lambda v: f"{100 * v:.0f}%"),
+        "ceiling (images/s)": (wide.images_per_s / wide.products_share).map(lambda v: f"{v:.0f}"),
+    })
+    return ["## Where a step's time goes", "",
+            "The phases are timed apart on each variant (synchronised between phases, so they add up to a "
+            "little more than the step). `operators per glimpse`: the operators one training step dispatches "
+            "(forward, backward, clipping, Adam), divided by the glimpses T, counted on the variant's uncompiled "
+            "layout (compiling fuses the pointwise ones into fewer kernels). `products alone`: every matrix "
+            "product of one step (LSTMs, linear maps, filterbanks; forward and backward) replayed one at a time "
+            "at its own shapes and precision on this machine; `ceiling`: the images/s if everything else were "
+            "free. A share near 100% means only faster products (bf16, larger batches) make the step faster.",
+            "", markdown_table(table)]

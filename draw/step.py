@@ -52,14 +52,27 @@ class TrainStep:
         """The forward pass's autocast context (a no-op unless ``speed.amp == "bf16"``)."""
         return contextlib.nullcontext() if self.plain else self._autocast(self.device)
 
-    def __call__(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    # The step in three phases (``__call__`` runs them in order; ``bench speed`` times them apart).
+    def forward(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss and its metrics, under the speed switches."""
         if self.speed.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
         with self.autocast():
-            loss, metrics = self.loss_fn(x, y)
+            return self.loss_fn(x, y)
+
+    def backward(self, loss: Tensor) -> None:
+        """The gradients of ``loss`` (the previous ones dropped)."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+
+    def update(self, loss: Tensor) -> Tensor:
+        """Clip the gradients and take Adam's step; returns "loss and gradients finite"."""
         gnorm = nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         finite = torch.isfinite(loss) & torch.isfinite(gnorm)
         self.optimizer.step()
-        return loss.detach(), metrics, finite
+        return finite
+
+    def __call__(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        loss, metrics = self.forward(x, y)
+        self.backward(loss)
+        return loss.detach(), metrics, self.update(loss)

@@ -169,12 +169,18 @@ def test_bench_speed_smoke_writes_results_table_and_plot(tmp_path):
     assert set(df.model) == {"draw", "classifier"}
     assert set(df.variant) == {"eager", "fused", "(machine)"}
     assert set(df.metric) == {"images_per_s", "step_ms", "cpu_ms", "peak_mem_mb", "compile_s", "loss_rel_err", "epoch_s",
-                              "load_avg_start", "load_avg_end"}
+                              "forward_ms", "backward_ms", "optimizer_ms", "ops_per_glimpse", "products_ms",
+                              "products_share", "load_avg_start", "load_avg_end"}
+    wide = df[df.variant != "(machine)"].pivot_table(index=["model", "variant"], columns="metric", values="value")
+    assert (wide[["forward_ms", "backward_ms", "optimizer_ms", "products_ms", "products_share"]] > 0).all().all()
+    # the fused layout packs the products and fuses the LSTM cell: fewer operators per glimpse
+    for m in ("draw", "classifier"):
+        assert wide.loc[(m, "fused"), "ops_per_glimpse"] < wide.loc[(m, "eager"), "ops_per_glimpse"]
     ips = df[df.metric == "images_per_s"].value
     assert (ips > 0).all() and ips.map(math.isfinite).all()
     assert (df[df.metric == "loss_rel_err"].value < 1e-5).all()  # same weights, batch, noise: same loss
     table = (out / "table.md").read_text()
-    assert "speed-up" in table and "1.00x" in table
+    assert "speed-up" in table and "1.00x" in table and "Where a step's time goes" in table
     assert (out / "speedup.png").stat().st_size > 0
     assert json.loads((out / "config.json").read_text())["config"]["bench"] == "speed"
     (out / "table.md").unlink()
@@ -182,3 +188,49 @@ def test_bench_speed_smoke_writes_results_table_and_plot(tmp_path):
     redraw = runner.invoke(cli, ["report", str(out)])
     assert redraw.exit_code == 0, redraw.output
     assert (out / "table.md").exists() and (out / "speedup.png").exists()
+
+
+class _Linear(torch.nn.Module):
+    """One linear map and a squared loss: a step whose products are known by hand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 4)
+
+    def loss(self, x, y=None):
+        loss = self.lin(x).square().mean()
+        return loss, {"loss": loss.detach()}
+
+
+def test_census_records_the_products_of_forward_and_backward():
+    from benchmark.step_profile import census, products_seconds
+    from draw.step import TrainStep
+
+    step = TrainStep(_Linear(), SpeedConfig(), torch.device("cpu"), lr=1e-3)
+    seen = census(step, torch.randn(5, 8), None)
+    # forward: x W^T + b (addmm, 5x8 by 8x4); backward: dL/dW = g^T x (mm, 4x5 by 5x8); x needs no gradient
+    assert sorted((name, n) for (name, _, _), n in seen.products.items()) == [("addmm", 1), ("mm", 1)]
+    flops = sorted(math.prod(shapes[-2]) * shapes[-1][-1] for (_, shapes, _), _ in seen.products.items())
+    assert flops == [4 * 5 * 8, 5 * 8 * 4]
+    assert seen.ops > 2  # and the rest: the loss, clipping, Adam
+    t = products_seconds(seen.products, torch.device("cpu"))
+    assert 0 < t < math.inf
+
+
+def test_the_phases_of_a_step_are_the_step():
+    from benchmark.step_profile import phase_seconds
+    from draw.step import TrainStep
+
+    x = torch.randn(6, 8)
+    a, b = _Linear(), _Linear()
+    b.load_state_dict(a.state_dict())
+    start = a.lin.weight.detach().clone()
+    whole = TrainStep(a, SpeedConfig(), torch.device("cpu"), lr=1e-2, grad_clip=1.0)
+    parts = TrainStep(b, SpeedConfig(), torch.device("cpu"), lr=1e-2, grad_clip=1.0)
+    for _ in range(3):
+        whole(x, None)
+    phases = phase_seconds(parts, x, None, 3, lambda: None)
+    assert set(phases) == {"forward", "backward", "optimizer"} and all(v > 0 for v in phases.values())
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):  # three steps either way: the same weights
+        torch.testing.assert_close(p, q)
+    assert not torch.equal(a.lin.weight, start)  # and they did train
