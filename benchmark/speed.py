@@ -32,7 +32,7 @@ from torch import nn
 
 from benchmark.report import markdown_table, save_figure
 from benchmark.runner import Bench, Job, RunContext
-from benchmark.step_profile import census, phase_seconds, products_seconds
+from benchmark.step_profile import census, phase_seconds, products_seconds, sync
 from draw.classifier import AttentionClassifier, ClassifierConfig
 from draw.fast import SpeedConfig, matmul_precision
 from draw.model import DRAW, DrawConfig
@@ -161,11 +161,6 @@ def _batch(name: str, model: nn.Module, batch: int, device: torch.device) -> tup
     return torch.rand(batch, C, H, W, generator=g).to(device), y.to(device)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 class _PeakMemory:
     """Peak memory of a block in MB above what was in use before it: the CUDA allocator's
     peak, or on Linux the growth of the peak resident set (freed heap memory handed back with
@@ -228,11 +223,11 @@ class _Variant:
 
     def timed(self, steps: int) -> tuple[float, float]:
         """Wall and CPU seconds per step over ``steps`` steps, between synchronisations."""
-        _sync(self.device)
+        sync(self.device)
         t, c = time.perf_counter(), time.process_time()
         for _ in range(steps):
             self.step()
-        _sync(self.device)
+        sync(self.device)
         return (time.perf_counter() - t) / steps, (time.process_time() - c) / steps
 
 
@@ -252,11 +247,11 @@ def measure(name: str, cfg: SpeedBenchConfig, device: torch.device, echo: Callab
         loss0 = float(var.step())
         for _ in range(cfg.warmup - 1):
             var.step()
-        _sync(device)
+        sync(device)
         warm = time.perf_counter() - t0
         with _PeakMemory(device) as mem:  # one more step, compiled already
             var.step()
-            _sync(device)
+            sync(device)
         if ref_loss is None:
             ref_loss = loss0
         rel = abs(loss0 - ref_loss) / max(abs(ref_loss), 1e-12) if v.batch_factor == 1 else float("nan")
@@ -298,9 +293,8 @@ def _profile(var: _Variant, glimpses: int, cfg: SpeedBenchConfig) -> dict[str, f
     """Where ``var``'s step spends its time (:mod:`benchmark.step_profile`): the phases, timed
     on the variant itself; the operators per glimpse and the products' own time, recorded on
     its uncompiled layout (a compiled step runs the same products, its other operators fused)."""
-    sync = lambda: _sync(var.device)  # noqa: E731
     with matmul_precision(var.speed, var.device):
-        phases = phase_seconds(var.step_fn, var.x, var.y, cfg.steps, sync)
+        phases = phase_seconds(var.step_fn, var.x, var.y, cfg.steps)
         plain = replace(var.speed, compile=False, cuda_graphs=False)
         step = TrainStep(copy.deepcopy(var.model), plain, var.device, lr=cfg.lr, grad_clip=cfg.grad_clip)
         seen = census(step, var.x, var.y)

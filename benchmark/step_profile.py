@@ -17,7 +17,6 @@ import dataclasses
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -63,7 +62,8 @@ def census(step: TrainStep, x: Tensor, y: Tensor | None) -> StepCensus:
     return StepCensus(rec.ops, rec.products)
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for ``device``'s queued work (a no-op on a CPU): timings end here."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -79,13 +79,13 @@ def product_seconds(sig: Signature, device: torch.device, min_time: float = 0.02
     op = getattr(torch.ops.aten, name).default
     args = _operands(sig, device)
     op(*args)  # warm-up
-    _sync(device)
+    sync(device)
     reps, times = 0, []
     start = time.perf_counter()
     while reps < 3 or (time.perf_counter() - start < min_time and reps < 1000):
         t = time.perf_counter()
         op(*args)
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - t)
         reps += 1
     return statistics.median(times)
@@ -96,21 +96,20 @@ def products_seconds(products: Counter[Signature], device: torch.device) -> floa
     return sum(n * product_seconds(sig, device) for sig, n in products.items())
 
 
-def phase_seconds(step: TrainStep, x: Tensor, y: Tensor | None, steps: int,
-                  sync: Callable[[], None]) -> dict[str, float]:
+def phase_seconds(step: TrainStep, x: Tensor, y: Tensor | None, steps: int) -> dict[str, float]:
     """Median seconds of the forward, backward and update (clipping + Adam) phases over ``steps`` steps."""
     phases: dict[str, list[float]] = {"forward": [], "backward": [], "optimizer": []}
     for _ in range(steps):
-        sync()
+        sync(step.device)
         t0 = time.perf_counter()
         loss, _ = step.forward(x, y)
-        sync()
+        sync(step.device)
         t1 = time.perf_counter()
         step.backward(loss)
-        sync()
+        sync(step.device)
         t2 = time.perf_counter()
         step.update(loss)
-        sync()
+        sync(step.device)
         t3 = time.perf_counter()
         for k, v in zip(phases, (t1 - t0, t2 - t1, t3 - t2), strict=True):
             phases[k].append(v)

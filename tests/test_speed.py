@@ -229,7 +229,7 @@ def test_the_phases_of_a_step_are_the_step():
     parts = TrainStep(b, SpeedConfig(), torch.device("cpu"), lr=1e-2, grad_clip=1.0)
     for _ in range(3):
         whole(x, None)
-    phases = phase_seconds(parts, x, None, 3, lambda: None)
+    phases = phase_seconds(parts, x, None, 3)
     assert set(phases) == {"forward", "backward", "optimizer"} and all(v > 0 for v in phases.values())
     for p, q in zip(a.parameters(), b.parameters(), strict=True):  # three steps either way: the same weights
         torch.testing.assert_close(p, q)
