@@ -9,7 +9,9 @@ the median over rounds, timed between synchronisations on a GPU. Reported per va
 images/s, wall ms per step, CPU ms per step (process time: what the step cost, whatever
 else the machine runs), peak memory (CUDA: allocator peak; CPU: peak resident set growth),
 compile seconds, and the loss's relative difference from the eager reference on the same
-weights, batch and noise. Writes results.csv, table.md, config.json and speedup.png.
+weights, batch and noise; and where the step's time goes (:mod:`benchmark.step_profile`:
+the forward / backward / optimizer phases, operators per glimpse, the matrix products'
+own time). Writes results.csv, table.md, config.json and speedup.png.
 """
 
 from __future__ import annotations
@@ -292,7 +294,8 @@ def measure(name: str, cfg: SpeedBenchConfig, device: torch.device, echo: Callab
 def _profile(var: _Variant, glimpses: int, cfg: SpeedBenchConfig) -> dict[str, float]:
     """Where ``var``'s step spends its time (:mod:`benchmark.step_profile`): the phases, timed
     on the variant itself; the operators per glimpse and the products' own time, recorded on
-    its uncompiled layout (a compiled step runs the same products, its other operators fused)."""
+    its uncompiled layout (a compiled step runs the same LSTM and linear products, its other
+    operators fused; filterbanks of at most ``draw.fused.SMALL_N`` rows become fused sums)."""
     with matmul_precision(var.speed, var.device):
         phases = phase_seconds(var.step_fn, var.x, var.y, cfg.steps)
         plain = replace(var.speed, compile=False, cuda_graphs=False)
