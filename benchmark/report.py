@@ -191,16 +191,12 @@ _CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
 def _cpu_name() -> str:
-    """The CPU model, with its family/model numbers and vector instruction sets from
-    /proc/cpuinfo where the model name alone is vague (virtual machines often say just
-    "AMD EPYC"), e.g. ``AMD EPYC (family 23, model 49; avx2)``."""
-    info: dict[str, str] = {}
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip().lower(), value.strip())
-            if not line.strip():
-                break  # the first processor is enough
+    """The CPU model, with its family/model numbers and vector instruction sets where the
+    model name alone is vague (virtual machines often say just "AMD EPYC"), e.g.
+    ``AMD EPYC (family 23, model 49; avx2)``."""
+    from draw.fast import cpu_info
+
+    info = cpu_info()
     if "model name" not in info:
         return platform.processor() or platform.machine() or "unknown CPU"
     flags = set(info.get("flags", "").split())

@@ -162,15 +162,27 @@ def prepare(model: nn.Module, speed: SpeedConfig, device: torch.device | str,
     return Prepared(module, eval_module.loss, speed)
 
 
-def cpu_has_bf16_matmul() -> bool:
-    """True where the CPU has bfloat16 matrix instructions (AVX-512 BF16 or AMX, from
-    ``/proc/cpuinfo``): there bf16 autocast speeds the products up; elsewhere bf16 would be
-    emulated, slower than float32."""
+def cpu_info() -> dict[str, str]:
+    """The first processor's fields of ``/proc/cpuinfo`` (keys lower-cased: ``model name``,
+    ``cpu family``, ``flags``, ...); empty where there is no such file."""
+    info: dict[str, str] = {}
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
+        return info
+    for line in lines:
+        if not line.strip():
+            break  # the first processor is enough
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip().lower(), value.strip())
+    return info
+
+
+def cpu_has_bf16_matmul() -> bool:
+    """True where the CPU has bfloat16 matrix instructions (AVX-512 BF16 or AMX, from
+    :func:`cpu_info`): there bf16 autocast speeds the products up; elsewhere bf16 would be
+    emulated, slower than float32."""
+    flags = cpu_info().get("flags", "").split()
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
