@@ -103,7 +103,7 @@ def _friendly_errors(f):
         from datasets.natural import NaturalDataNotFoundError
         from draw.checkpoint import CheckpointError
         from draw.plugin import PluginError
-        from draw.train import NonFiniteError, TrainSettingError
+        from draw.train import NonFiniteError, TrainingInterrupted, TrainSettingError
 
         try:
             return f(*args, **kwargs)
@@ -122,6 +122,10 @@ def _friendly_errors(f):
         except (MnistNotFoundError, MnistDataFolderError, NaturalDataNotFoundError, CorruptDatasetError,
                 NonFiniteError) as e:
             raise click.ClickException(str(e)) from None
+        except TrainingInterrupted as e:  # SIGTERM / Ctrl-C: checkpointed; exit as the signal would
+            err = click.ClickException(str(e))
+            err.exit_code = 128 + e.signum
+            raise err from None
         except OSError as e:  # full disk, unwritable folder, ...
             where = f"{e.filename}: " if e.filename else ""
             hint = ("; free some space, then rerun the same command (train: add --resume)"

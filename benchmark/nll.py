@@ -14,6 +14,7 @@ skips finished ones.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -32,11 +33,11 @@ from benchmark.report import (
 from benchmark.runner import Bench, Job, OutOfTime, RunContext
 from datasets.mnist import BINARIZE_SEED, BINARIZED_SOURCE_AMAT, BINARIZED_SOURCE_STOCHASTIC
 from datasets.tensors import TensorData
-from draw.checkpoint import load_model, save_weights
+from draw.checkpoint import load_checkpoint, load_model, save_weights
 from draw.fast import SpeedConfig
 from draw.model import DRAW, DrawConfig
 from draw.paper import TABLE3
-from draw.train import TrainConfig, train
+from draw.train import TrainConfig, TrainResult, train
 
 MODELS = ("draw", "draw-noattn")
 MODEL_LABELS = {"draw": "DRAW (ours)", "draw-noattn": "DRAW without attention (ours)"}
@@ -231,6 +232,7 @@ class NllBench(Bench):
         self.test_data = test_data.to(ctx.device)
         self.is_split = "test" if self.n_is == len(test_data) else f"test[:{self.n_is}]"
         # the protocol, where the results are read (table.md, from this CSV; config.json's "data")
+        self.todo, self.trained_in_turns, self.n_params = todo, False, {}
         self.record = {"dataset": cfg.dataset, "source": self.source, "train_images": len(train_data),
                        "valid_images": len(valid_data), "test_images": len(test_data),
                        "importance_samples": cfg.importance_samples, "importance_sampled_images": self.n_is,
@@ -240,9 +242,10 @@ class NllBench(Bench):
     def data_record(self) -> dict | None:
         return getattr(self, "record", None)
 
-    def run_job(self, ctx: RunContext, job: Job) -> list[dict]:
-        from draw.likelihood import importance_sampled_nll_per_item
-
+    def _train(self, ctx: RunContext, job: Job, until_epoch: int | None = None) -> TrainResult:
+        """Train (or resume) one model, up to ``until_epoch`` epochs or to the end of its
+        schedule; its learning curve goes to curves.csv at once, so that a stopped bench's
+        table shows how far every model got."""
         cfg, name, seed = self.cfg, job.model, job.seed
         mcfg = cfg.models[name]
         tcfg = replace(cfg.train, seed=seed)
@@ -251,14 +254,57 @@ class NllBench(Bench):
                                     "dataset": cfg.dataset, "source": self.source, "speed": asdict(cfg.speed)})
         torch.manual_seed(seed)
         net = DRAW(mcfg)
-        n_params = sum(p.numel() for p in net.parameters())
-        ctx.echo(f"{name} seed {seed}: {variant(mcfg)}; {n_params:,} parameters; {tcfg.epochs} epochs of "
-                 f"{len(self.train_data)} images -> {run_dir}")
+        self.n_params[name] = sum(p.numel() for p in net.parameters())
+        upto = "" if until_epoch is None or until_epoch >= tcfg.epochs else f", in turns: now up to epoch {until_epoch}"
+        ctx.echo(f"{name} seed {seed}: {variant(mcfg)}; {self.n_params[name]:,} parameters; {tcfg.epochs} epochs of "
+                 f"{len(self.train_data)} images{upto} -> {run_dir}")
         result = train(net, self.train_data, self.valid_data, tcfg, run_dir, resume=True, device=ctx.device,
                        select="loss", progress=ctx.progress, desc=MODEL_LABELS[name], speed=cfg.speed,
-                       deadline=ctx.deadline)
+                       deadline=ctx.deadline, until_epoch=until_epoch)
+        write_curves(ctx.out, name, seed, result.history)
+        return result
+
+    def _train_in_turns(self, ctx: RunContext) -> None:
+        """Train every model of this invocation one epoch at a time, in turns (the one
+        furthest behind first), until all have finished their schedules. The paper preset
+        takes days on a CPU, in pieces (``--max-minutes``, or kill and rerun): trained in
+        turns, the models stand at the same epoch (within one) whenever a piece ends, so
+        table.md compares them at equal budget at every stop. Each model's training is
+        resumed exactly from its checkpoint, so the trained weights are those of training
+        the models one after the other."""
+        done: dict[Job, int] = {}  # epochs done
+        finished: set[Job] = set()
+        for job in self.todo:
+            last = ctx.run_dir(job) / "last.pt"
+            ckpt = load_checkpoint(last) if last.exists() else {"state": {"epoch": 0}}
+            done[job] = int(ckpt["state"]["epoch"])
+            if ckpt.get("finished"):
+                finished.add(job)
+        while len(pending := [j for j in self.todo if j not in finished]) > 1:
+            until = min(done[j] for j in pending) + 1
+            for job in pending:
+                if done[job] < until:
+                    result = self._train(ctx, job, until_epoch=until)
+                    done[job] = len(result.history)
+                    if result.finished:
+                        finished.add(job)
+                    elif done[job] < until:
+                        raise OutOfTime(str(job))
+
+    def run_job(self, ctx: RunContext, job: Job) -> list[dict]:
+        from draw.likelihood import importance_sampled_nll_per_item
+
+        if not self.trained_in_turns:
+            self._train_in_turns(ctx)
+            self.trained_in_turns = True
+        cfg, name, seed = self.cfg, job.model, job.seed
+        mcfg = cfg.models[name]
+        tcfg = replace(cfg.train, seed=seed)
+        run_dir = ctx.run_dir(job)
+        result = self._train(ctx, job)
         if not result.finished:
             raise OutOfTime(str(job))
+        n_params = self.n_params[name]
         best, _ = load_model(run_dir / "best.pt", ctx.device, kind="draw")
         best.eval()
         save_weights(best, ctx.weights_path(job),
@@ -295,13 +341,6 @@ class NllBench(Bench):
             {**base, "split": "train", "metric": "n_params", "value": float(n_params)},
             {**base, "split": split, "metric": "nll_is_nats", "value": float(is_nll.mean())},
         ]
-        curves = pd.DataFrame([
-            {"model": name, "seed": seed, "epoch": r["epoch"], "step": r["step"], "seconds": r["seconds"],
-             "train_bound": r["train_loss"], "valid_bound": r["valid_loss"], "train_recon": r["train_recon"],
-             "train_kl": r["train_kl"], "valid_recon": r["valid_recon"], "valid_kl": r["valid_kl"]}
-            for r in result.history
-        ])
-        append_csv(ctx.out / "curves.csv", curves, key=["model", "seed", "epoch"])
         kl_t = ev["kl"].mean(0)
         append_csv(ctx.out / "kl_per_step.csv", pd.DataFrame({"model": name, "seed": seed,
                                                               "t": np.arange(1, len(kl_t) + 1), "kl_nats": kl_t}),
@@ -321,6 +360,31 @@ class NllBench(Bench):
     @classmethod
     def plots(cls, out: Path, df: pd.DataFrame, cfg: NllConfig) -> list[Path]:
         return plots(out, df, cfg)
+
+    @classmethod
+    def write_report(cls, out: str | Path, cfg: NllConfig) -> list[Path]:
+        """As every bench's, plus the learning curves while no model has test rows yet."""
+        paths = super().write_report(out, cfg)
+        if len(paths) == 1:  # no results rows: no plots were drawn
+            from benchmark.report import set_plot_style
+
+            set_plot_style()
+            paths += learning_curves(Path(out))
+        return paths
+
+
+def write_curves(out: Path, model: str, seed: int, history: list[dict]) -> None:
+    """A model's learning curve so far (one row per finished epoch) into ``out/curves.csv``."""
+    if not history:
+        return
+    curves = pd.DataFrame([
+        {"model": model, "seed": seed, "epoch": r["epoch"], "step": r["step"], "seconds": r["seconds"],
+         "train_s": r.get("train_s", float("nan")), "train_bound": r["train_loss"], "valid_bound": r["valid_loss"],
+         "train_recon": r["train_recon"], "train_kl": r["train_kl"], "valid_recon": r["valid_recon"],
+         "valid_kl": r["valid_kl"]}
+        for r in history
+    ])
+    append_csv(out / "curves.csv", curves, key=["model", "seed", "epoch"])
 
 
 @torch.no_grad()
@@ -390,21 +454,7 @@ def plots(out: Path, df: pd.DataFrame, cfg: NllConfig) -> list[Path]:
     written.append(out / "nll.png")
     save_figure(fig, written[-1])
 
-    curves_path = out / "curves.csv"
-    if curves_path.exists():
-        curves = pd.read_csv(curves_path)
-        long = curves.melt(id_vars=["model", "seed", "epoch"], value_vars=["train_bound", "valid_bound"],
-                           var_name="set", value_name="bound")
-        long["label"] = long.model.map(MODEL_LABELS)
-        long["set"] = long["set"].map({"train_bound": "training (running mean)", "valid_bound": "validation"})
-        fig, ax = plt.subplots(figsize=(7, 4.2))
-        sns.lineplot(data=long, x="epoch", y="bound", hue="label", style="set", marker="o", errorbar="sd", ax=ax)
-        ax.set_ylabel("bound (nats per image)")
-        ax.set_xticks(sorted(long.epoch.unique()))
-        ax.set_title("Learning curves (band: spread over seeds)")
-        ax.legend(title="", fontsize=8)
-        written.append(out / "learning_curves.png")
-        save_figure(fig, written[-1])
+    written += learning_curves(out)
 
     kl_path = out / "kl_per_step.csv"
     if kl_path.exists():
@@ -419,6 +469,30 @@ def plots(out: Path, df: pd.DataFrame, cfg: NllConfig) -> list[Path]:
         written.append(out / "kl_per_step.png")
         save_figure(fig, written[-1])
     return written
+
+
+def learning_curves(out: Path) -> list[Path]:
+    """``learning_curves.png`` from ``out/curves.csv`` (none while no epoch has finished)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    curves_path = out / "curves.csv"
+    if not curves_path.exists():
+        return []
+    curves = pd.read_csv(curves_path)
+    long = curves.melt(id_vars=["model", "seed", "epoch"], value_vars=["train_bound", "valid_bound"],
+                       var_name="set", value_name="bound")
+    long["label"] = long.model.map(MODEL_LABELS)
+    long["set"] = long["set"].map({"train_bound": "training (running mean)", "valid_bound": "validation"})
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    sns.lineplot(data=long, x="epoch", y="bound", hue="label", style="set", marker="o", errorbar="sd", ax=ax)
+    ax.set_ylabel("bound (nats per image)")
+    epochs = sorted(long.epoch.unique())
+    ax.set_xticks(epochs if len(epochs) <= 20 else epochs[:: -(-len(epochs) // 20)])
+    ax.set_title("Learning curves (band: spread over seeds)")
+    ax.legend(title="", fontsize=8)
+    save_figure(fig, out / "learning_curves.png")
+    return [out / "learning_curves.png"]
 
 
 def _data_title(cfg: NllConfig) -> str:
@@ -493,6 +567,7 @@ def table(out: Path, df: pd.DataFrame, cfg: NllConfig) -> str:
     lines.append(markdown_table(pd.DataFrame(rows, columns=["model", "test NLL (nats)", "what", "setting", "source"])))
     lines.append("")
     lines.extend(_verdict(df, cfg, sb, ss, se))
+    lines.extend(_in_progress(out, df, cfg))
     lines.extend(_still_learning(out, cfg))
     if cfg.preset != "paper":
         lines.append("")
@@ -505,7 +580,38 @@ def table(out: Path, df: pd.DataFrame, cfg: NllConfig) -> str:
         lines.append("")
         lines.append("The paper reports no likelihood for this data set, only samples; see samples_*.png and "
                      "drawing_*.gif.")
-    return "\n".join(lines) + "\n"
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)) + "\n"
+
+
+def _in_progress(out: Path, df: pd.DataFrame, cfg: NllConfig) -> list[str]:
+    """The models still training (no test rows yet): how far each got, from curves.csv."""
+    path = out / "curves.csv"
+    if not path.exists():
+        return []
+    curves = pd.read_csv(path)
+    tested = set(df.model) if "model" in df else set()
+    rows = []
+    for model in cfg.models:
+        if model in tested:
+            continue
+        for seed, c in curves[curves.model == model].groupby("seed"):
+            c = c.sort_values("epoch")
+            last, best = c.iloc[-1], c.loc[c.valid_bound.idxmin()]
+            fall = f"{c.valid_bound.iloc[-2] - last.valid_bound:.2f}" if len(c) >= 2 else ""
+            rows.append({"model": MODEL_LABELS[model], "seed": int(seed),
+                         "epochs done": f"{int(last.epoch)} of {cfg.train.epochs}",
+                         "wall time (h)": f"{last.seconds / 3600:.2f}",
+                         "validation bound (nats)": f"{last.valid_bound:.2f}",
+                         "best (epoch)": f"{best.valid_bound:.2f} ({int(best.epoch)})",
+                         "fall in the last epoch": fall})
+    if not rows:
+        return []
+    return ["", "## Still training", "",
+            f"These models have not finished their {cfg.train.epochs} epochs: their test rows appear when every model "
+            "has. The models train in turns, one epoch each, so at every stop they stand at the same epoch (within "
+            "one). Rerun the same command to continue from the checkpoints. Validation bound after each model's "
+            "last finished epoch (wall time includes compilation and validation):", "",
+            markdown_table(pd.DataFrame(rows))]
 
 
 def _still_learning(out: Path, cfg: NllConfig) -> list[str]:

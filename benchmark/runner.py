@@ -14,8 +14,9 @@ seed, or per test setting), how to run one job, and its report. The runner owns 
 4. write the report (``table.md``, plots: from the CSV files alone) and close the session
    in ``config.json``.
 
-A time budget (``max_minutes``) stops training at a step boundary, checkpointed; rerunning
-the same command continues where it stopped.
+A time budget (``max_minutes``), SIGTERM or Ctrl-C stops training at a step boundary,
+checkpointed, and the report of what is done is written; rerunning the same command
+continues where it stopped.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from benchmark.report import (
     write_config,
 )
 from datasets.files import atomic_write_text
+from draw.train import TrainingInterrupted
 
 RUN_FILE = "run.json"
 
@@ -251,7 +253,7 @@ def run_bench(bench: Bench, out: str | Path, *, overwrite: bool = False, device:
         echo(f"{len(jobs) - len(todo)} of {len(jobs)} jobs already in {out / 'results.csv'}: skipped")
     started = datetime.now(timezone.utc)
     write_config(out, cfg, started)
-    complete = True
+    complete, interrupted = True, None
     try:
         bench.setup(ctx, todo)
         for job in todo:
@@ -260,10 +262,15 @@ def run_bench(bench: Bench, out: str | Path, *, overwrite: bool = False, device:
         echo(f"the time budget of {max_minutes:g} min is used up; training is checkpointed: rerun the same command "
              "to continue")
         complete = False
+    except TrainingInterrupted as e:  # SIGTERM / Ctrl-C: the report of what is done, then stop
+        echo(str(e))
+        complete, interrupted = False, e
     if complete:
         bench.finish(ctx)
     for path in bench.write_report(out, bench.cfg):
         echo(f"wrote {path}")
     write_config(out, cfg, started, datetime.now(timezone.utc), complete=complete, data=bench.data_record())
     echo(f"wrote {out / 'results.csv'} and {out / CONFIG_FILE}" + ("" if complete else " (not finished yet)"))
+    if interrupted is not None:
+        raise interrupted
     return complete

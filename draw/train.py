@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -53,6 +55,43 @@ class TrainSettingError(ValueError):
 
 class NonFiniteError(RuntimeError):
     """The loss or the gradients became NaN or Inf."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGTERM or SIGINT stopped training at a step boundary, after a checkpoint (when the
+    run has a folder): rerunning the same command continues where it stopped."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+class _StopOnSignal:
+    """While training: SIGTERM or a first SIGINT (Ctrl-C) asks the loop to stop after the
+    step in flight, checkpointed, instead of killing it between checkpoints; a second SIGINT
+    interrupts at once. Installed only in the main thread of a single process (under
+    torchrun the ranks would not agree on the step)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.signum: int | None = None
+        self._old: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if signum == signal.SIGINT and self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> _StopOnSignal:
+        if self.enabled:
+            self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
 
 
 @dataclass
@@ -195,6 +234,7 @@ def train(
     epoch_data: Callable[[int], TensorData] | None = None,
     deadline: float | None = None,
     max_train_s: float | None = None,
+    until_epoch: int | None = None,
 ) -> TrainResult:
     """Train ``model`` with Adam and gradient clipping; checkpoint to ``out_dir``.
 
@@ -209,7 +249,11 @@ def train(
     sees the same images. ``deadline`` (``time.monotonic()`` seconds): stop at the first
     step boundary after it, checkpointed (``result.finished`` is then False; resume to go on).
     ``max_train_s``: likewise, once the run's time inside training steps (all sessions;
-    compile included, validation not) reaches it.
+    compile included, validation not) reaches it. ``until_epoch``: stop once that many
+    epochs of the schedule are done (not finished unless the schedule ends there), so that
+    several runs can advance in turns (``bench nll`` trains its models in step).
+    SIGTERM or SIGINT stops the loop after the step in flight and checkpoints it, then
+    raises :class:`TrainingInterrupted` (rerun to continue).
     """
     device = resolve_device(device)
     speed = speed or SpeedConfig()
@@ -274,9 +318,10 @@ def train(
             raise NonFiniteError(f"loss or gradients became NaN/Inf at step {s} (epoch {state.epoch + 1}); {kept}; "
                                  "a lower learning rate or gradient clipping may help")
 
-    stop_at = total_steps  # lowered when the time budget runs out
-    with matmul_precision(speed, device):
-        while state.epoch < cfg.epochs and state.step < stop_at:
+    stop_at = total_steps  # lowered when the time budget runs out or a signal asks to stop
+    last_epoch = cfg.epochs if until_epoch is None else min(cfg.epochs, until_epoch)
+    with _StopOnSignal(size == 1) as stop, matmul_precision(speed, device):
+        while state.epoch < last_epoch and state.step < stop_at:
             data = train_data if epoch_data is None or state.epoch == 0 else epoch_data(state.epoch)
             if len(data) != n:
                 raise ValueError(f"epoch_data({state.epoch}) has {len(data)} items, the training set {n}")
@@ -303,9 +348,9 @@ def train(
                 if state.step % cfg.log_every == 0:
                     check_finite()
                     bar.set_postfix({k: f"{float(v) / state.running_count:.4g}" for k, v in sums.items()})
-                if (deadline is not None and time.monotonic() > deadline) or (
+                if stop.signum is not None or (deadline is not None and time.monotonic() > deadline) or (
                         max_train_s is not None and state.train_s + time.perf_counter() - t_epoch >= max_train_s):
-                    stop_at = state.step  # out of time: checkpoint below and stop
+                    stop_at = state.step  # out of time or asked to stop: checkpoint below and stop
                 if last_path is not None and ((cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0)
                                               or state.step == stop_at < total_steps):
                     check_finite()
@@ -333,6 +378,12 @@ def train(
     result.images_per_s = state.images_seen / state.train_s if state.train_s > 0 else 0.0
     result.train_time_s = state.train_s
     result.finished = state.epoch >= cfg.epochs or state.step >= total_steps
+    if stop.signum is not None:  # even when training just finished: what follows it must not start
+        name = signal.Signals(stop.signum).name
+        where = "after its last step" if result.finished else f"at step {state.step} (epoch {state.epoch + 1})"
+        kept = (f"checkpointed in {last_path}; rerun the same command to continue" if last_path is not None
+                else "this run had no checkpoint folder")
+        raise TrainingInterrupted(f"{name}: training stopped {where}, {kept}", stop.signum)
     return result
 
 

@@ -308,3 +308,51 @@ def test_smooth_window_init():
     assert DrawConfig().window_init == "zero"  # the default is unchanged
     with pytest.raises(ValueError, match="window_init"):
         DrawConfig(window_init="random")
+
+
+def test_bench_nll_trains_its_models_in_turns_and_reports_a_stopped_run(fake_mnist_dir, tmp_path, monkeypatch):
+    """The models advance one epoch each in turns; a bench stopped by SIGTERM between turns
+    exits with 128 + 15 and leaves a table that shows both at the same epoch; the same
+    command then finishes both without retraining what was done."""
+    import signal
+    from dataclasses import replace
+
+    from benchmark import nll
+    from cli import cli
+    from draw.train import TrainingInterrupted
+
+    smoke = nll.PRESETS["mnist"]["smoke"]
+    monkeypatch.setitem(nll.PRESETS["mnist"], "smoke", replace(smoke, train=replace(smoke.train, epochs=2)))
+    calls, stop_at_call = [], {"n": 2}
+    real = nll.train
+
+    def spy(net, *args, until_epoch=None, desc="", **kw):
+        if len(calls) == stop_at_call["n"]:
+            raise TrainingInterrupted("SIGTERM: training stopped at step 4 (epoch 2)", signal.SIGTERM)
+        r = real(net, *args, until_epoch=until_epoch, desc=desc, **kw)
+        calls.append((desc, until_epoch, len(r.history), r.finished))
+        return r
+
+    monkeypatch.setattr(nll, "train", spy)
+    out = tmp_path / "nll"
+    command = ["bench", "nll", "--preset", "smoke", "--out", str(out), "--device", "cpu", "--eager"]
+    r = CliRunner().invoke(cli, command)
+    assert r.exit_code == 128 + signal.SIGTERM, r.output
+    assert "SIGTERM: training stopped" in r.output and "Traceback" not in r.output
+    draw, noattn = nll.MODEL_LABELS["draw"], nll.MODEL_LABELS["draw-noattn"]
+    assert calls == [(draw, 1, 1, False), (noattn, 1, 1, False)]
+    table = (out / "table.md").read_text()
+    assert "## Still training" in table
+    assert f"| {draw} | 0 | 1 of 2 |" in table and f"| {noattn} | 0 | 1 of 2 |" in table
+    assert (out / "learning_curves.png").exists() and not (out / "results.csv").exists()
+    assert json.loads((out / "config.json").read_text())["complete"] is False
+
+    stop_at_call["n"] = -1
+    calls.clear()
+    r = CliRunner().invoke(cli, command)
+    assert r.exit_code == 0, r.output
+    assert calls == [(draw, 2, 2, True), (noattn, 2, 2, True), (draw, None, 2, True), (noattn, None, 2, True)]
+    df = pd.read_csv(out / "results.csv")
+    assert set(df[df.metric == "epochs"].value) == {2.0}
+    assert "## Still training" not in (out / "table.md").read_text()
+    assert len(pd.read_csv(out / "curves.csv")) == 4

@@ -169,3 +169,62 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "x.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError):
         load_checkpoint(tmp_path / "x.pt")
+
+
+def test_sigterm_stops_after_the_step_checkpointed_and_resumes_exactly(tmp_path):
+    """SIGTERM during step 5 (no checkpoint due until step 6): the loop finishes that step,
+    checkpoints it, raises TrainingInterrupted; the resumed run ends with the uninterrupted
+    run's weights. The handlers are restored afterwards."""
+    import os
+    import signal
+
+    from draw.train import TrainingInterrupted
+
+    data, valid = binary_digits(160), binary_digits(40, 1)
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=2e-3, checkpoint_every=6)
+    ref = tiny_draw()
+    train(ref, data, valid, cfg, tmp_path / "ref", device="cpu", progress=False)
+
+    victim = tiny_draw()
+    calls = {"n": 0}
+    original = victim.loss
+
+    def terminated_loss(x, y=None):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(x, y)
+
+    victim.loss = terminated_loss
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingInterrupted, match="SIGTERM: training stopped at step 5") as err:
+        train(victim, data, valid, cfg, tmp_path / "run", device="cpu", progress=False)
+    assert err.value.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is before
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["state"]["step"] == 5 and not ckpt["finished"]
+
+    resumed = tiny_draw()
+    result = train(resumed, data, valid, cfg, tmp_path / "run", resume=True, device="cpu", progress=False)
+    assert result.finished and result.steps == 10
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_until_epoch_pauses_a_run_that_resumes_to_the_same_weights(tmp_path):
+    data, valid = binary_digits(96), binary_digits(32, 1)
+    cfg = TrainConfig(epochs=3, batch_size=32, lr=2e-3, schedule="cosine", warmup_steps=2)
+    ref = tiny_draw()
+    train(ref, data, valid, cfg, tmp_path / "ref", device="cpu", progress=False)
+
+    first = train(tiny_draw(), data, valid, cfg, tmp_path / "run", device="cpu", progress=False, until_epoch=1)
+    assert not first.finished and len(first.history) == 1 and first.steps == 3
+    again = train(tiny_draw(), data, valid, cfg, tmp_path / "run", resume=True, device="cpu", progress=False,
+                  until_epoch=1)
+    assert again.steps == 3  # already there: nothing trained
+    resumed = tiny_draw()
+    result = train(resumed, data, valid, cfg, tmp_path / "run", resume=True, device="cpu", progress=False,
+                   until_epoch=5)  # past the schedule's end: the schedule decides
+    assert result.finished and len(result.history) == 3
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=0)
