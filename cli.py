@@ -102,8 +102,9 @@ def _friendly_errors(f):
         from datasets.mnist import MnistDataFolderError, MnistNotFoundError
         from datasets.natural import NaturalDataNotFoundError
         from draw.checkpoint import CheckpointError
+        from draw.interrupt import Interrupted
         from draw.plugin import PluginError
-        from draw.train import NonFiniteError, TrainingInterrupted, TrainSettingError
+        from draw.train import NonFiniteError, TrainSettingError
 
         try:
             return f(*args, **kwargs)
@@ -122,7 +123,7 @@ def _friendly_errors(f):
         except (MnistNotFoundError, MnistDataFolderError, NaturalDataNotFoundError, CorruptDatasetError,
                 NonFiniteError) as e:
             raise click.ClickException(str(e)) from None
-        except TrainingInterrupted as e:  # SIGTERM / Ctrl-C: checkpointed; exit as the signal would
+        except Interrupted as e:  # SIGTERM / Ctrl-C: checkpointed; exit as the signal would
             err = click.ClickException(str(e))
             err.exit_code = 128 + e.signum
             raise err from None

@@ -46,7 +46,7 @@ from benchmark.report import (
     write_config,
 )
 from datasets.files import atomic_write_text
-from draw.train import TrainingInterrupted
+from draw.interrupt import Interrupted
 
 RUN_FILE = "run.json"
 
@@ -262,7 +262,7 @@ def run_bench(bench: Bench, out: str | Path, *, overwrite: bool = False, device:
         echo(f"the time budget of {max_minutes:g} min is used up; training is checkpointed: rerun the same command "
              "to continue")
         complete = False
-    except TrainingInterrupted as e:  # SIGTERM / Ctrl-C: the report of what is done, then stop
+    except Interrupted as e:  # SIGTERM / Ctrl-C: the report of what is done, then stop
         echo(str(e))
         complete, interrupted = False, e
     if complete:

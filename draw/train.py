@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -39,6 +37,7 @@ from draw.checkpoint import (
 )
 from draw.distributed import all_reduce, init_distributed, resolve_device
 from draw.fast import SpeedConfig, matmul_precision
+from draw.interrupt import Interrupted, StopOnSignal
 from draw.registry import model_kind
 from draw.step import TrainStep
 
@@ -55,43 +54,6 @@ class TrainSettingError(ValueError):
 
 class NonFiniteError(RuntimeError):
     """The loss or the gradients became NaN or Inf."""
-
-
-class TrainingInterrupted(Exception):
-    """SIGTERM or SIGINT stopped training at a step boundary, after a checkpoint (when the
-    run has a folder): rerunning the same command continues where it stopped."""
-
-    def __init__(self, message: str, signum: int) -> None:
-        super().__init__(message)
-        self.signum = signum
-
-
-class _StopOnSignal:
-    """While training: SIGTERM or a first SIGINT (Ctrl-C) asks the loop to stop after the
-    step in flight, checkpointed, instead of killing it between checkpoints; a second SIGINT
-    interrupts at once. Installed only in the main thread of a single process (under
-    torchrun the ranks would not agree on the step)."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled and threading.current_thread() is threading.main_thread()
-        self.signum: int | None = None
-        self._old: dict[int, object] = {}
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if signum == signal.SIGINT and self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __enter__(self) -> _StopOnSignal:
-        if self.enabled:
-            self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for s, handler in self._old.items():
-            signal.signal(s, handler)
 
 
 @dataclass
@@ -253,7 +215,7 @@ def train(
     epochs of the schedule are done (not finished unless the schedule ends there), so that
     several runs can advance in turns (``bench nll`` trains its models in step).
     SIGTERM or SIGINT stops the loop after the step in flight and checkpoints it, then
-    raises :class:`TrainingInterrupted` (rerun to continue).
+    raises :class:`draw.interrupt.Interrupted` (rerun to continue).
     """
     device = resolve_device(device)
     speed = speed or SpeedConfig()
@@ -320,7 +282,7 @@ def train(
 
     stop_at = total_steps  # lowered when the time budget runs out or a signal asks to stop
     last_epoch = cfg.epochs if until_epoch is None else min(cfg.epochs, until_epoch)
-    with _StopOnSignal(size == 1) as stop, matmul_precision(speed, device):
+    with StopOnSignal(size == 1) as stop, matmul_precision(speed, device):
         while state.epoch < last_epoch and state.step < stop_at:
             data = train_data if epoch_data is None or state.epoch == 0 else epoch_data(state.epoch)
             if len(data) != n:
@@ -379,11 +341,10 @@ def train(
     result.train_time_s = state.train_s
     result.finished = state.epoch >= cfg.epochs or state.step >= total_steps
     if stop.signum is not None:  # even when training just finished: what follows it must not start
-        name = signal.Signals(stop.signum).name
         where = "after its last step" if result.finished else f"at step {state.step} (epoch {state.epoch + 1})"
         kept = (f"checkpointed in {last_path}; rerun the same command to continue" if last_path is not None
                 else "this run had no checkpoint folder")
-        raise TrainingInterrupted(f"{name}: training stopped {where}, {kept}", stop.signum)
+        raise Interrupted(f"{stop.name}: training stopped {where}, {kept}", stop.signum)
     return result
 
 

@@ -319,7 +319,7 @@ def test_bench_nll_trains_its_models_in_turns_and_reports_a_stopped_run(fake_mni
 
     from benchmark import nll
     from cli import cli
-    from draw.train import TrainingInterrupted
+    from draw.interrupt import Interrupted
 
     smoke = nll.PRESETS["mnist"]["smoke"]
     monkeypatch.setitem(nll.PRESETS["mnist"], "smoke", replace(smoke, train=replace(smoke.train, epochs=2)))
@@ -328,7 +328,7 @@ def test_bench_nll_trains_its_models_in_turns_and_reports_a_stopped_run(fake_mni
 
     def spy(net, *args, until_epoch=None, desc="", **kw):
         if len(calls) == stop_at_call["n"]:
-            raise TrainingInterrupted("SIGTERM: training stopped at step 4 (epoch 2)", signal.SIGTERM)
+            raise Interrupted("SIGTERM: training stopped at step 4 (epoch 2)", signal.SIGTERM)
         r = real(net, *args, until_epoch=until_epoch, desc=desc, **kw)
         calls.append((desc, until_epoch, len(r.history), r.finished))
         return r
@@ -356,3 +356,44 @@ def test_bench_nll_trains_its_models_in_turns_and_reports_a_stopped_run(fake_mni
     assert set(df[df.metric == "epochs"].value) == {2.0}
     assert "## Still training" not in (out / "table.md").read_text()
     assert len(pd.read_csv(out / "curves.csv")) == 4
+
+
+def test_importance_sampling_resumes_chunk_by_chunk_to_the_same_estimates(fake_mnist_dir, tmp_path, monkeypatch):
+    """SIGTERM during the second chunk of the IS estimate: that chunk is saved, the bench
+    stops; the rerun computes only the rest, and every image's estimate equals that of an
+    uninterrupted run (each chunk draws from its own seed)."""
+    import os
+    import signal
+
+    from benchmark import nll
+    from benchmark.runner import run_bench
+    from draw.fast import SpeedConfig
+    from draw.interrupt import Interrupted
+
+    cfg = nll.bench_config("smoke", models=["draw"], speed=SpeedConfig())
+    monkeypatch.setattr(nll, "IS_CHUNK_ROWS", 4 * cfg.importance_samples)  # 4 images per chunk
+    n_chunks = -(-cfg.data.n_is // 4)
+    assert n_chunks >= 3
+    run = lambda out: run_bench(nll.NllBench(cfg), out, device="cpu", progress=False, echo=lambda m: None)  # noqa: E731
+    run(tmp_path / "ref")
+
+    calls = {"n": 0}
+    real = nll.iwae_nll
+
+    def terminated(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(nll, "iwae_nll", terminated)
+    out = tmp_path / "cut"
+    with pytest.raises(Interrupted, match="importance sampling of draw seed 0 stopped after 8 of"):
+        run(out)
+    saved = pd.read_csv(out / "runs" / "draw-seed0" / f"importance_K{cfg.importance_samples}.csv")
+    assert sorted(set(saved.chunk)) == [0, 1] and not (out / "results.csv").exists()
+    calls["n"] = 0
+    assert run(out)
+    assert calls["n"] == n_chunks - 2  # only the chunks left
+    a, b = pd.read_csv(tmp_path / "ref" / "is_per_image.csv"), pd.read_csv(out / "is_per_image.csv")
+    np.testing.assert_array_equal(a.nll_is.to_numpy(), b.nll_is.to_numpy())

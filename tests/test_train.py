@@ -173,12 +173,12 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 
 def test_sigterm_stops_after_the_step_checkpointed_and_resumes_exactly(tmp_path):
     """SIGTERM during step 5 (no checkpoint due until step 6): the loop finishes that step,
-    checkpoints it, raises TrainingInterrupted; the resumed run ends with the uninterrupted
+    checkpoints it, raises Interrupted; the resumed run ends with the uninterrupted
     run's weights. The handlers are restored afterwards."""
     import os
     import signal
 
-    from draw.train import TrainingInterrupted
+    from draw.interrupt import Interrupted
 
     data, valid = binary_digits(160), binary_digits(40, 1)
     cfg = TrainConfig(epochs=2, batch_size=32, lr=2e-3, checkpoint_every=6)
@@ -197,7 +197,7 @@ def test_sigterm_stops_after_the_step_checkpointed_and_resumes_exactly(tmp_path)
 
     victim.loss = terminated_loss
     before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(TrainingInterrupted, match="SIGTERM: training stopped at step 5") as err:
+    with pytest.raises(Interrupted, match="SIGTERM: training stopped at step 5") as err:
         train(victim, data, valid, cfg, tmp_path / "run", device="cpu", progress=False)
     assert err.value.signum == signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is before
