@@ -259,8 +259,8 @@ def run_bench(bench: Bench, out: str | Path, *, overwrite: bool = False, device:
         for job in todo:
             append_results(out, bench.run_job(ctx, job))  # last: a row in results.csv means this job is done
     except OutOfTime:
-        echo(f"the time budget of {max_minutes:g} min is used up; training is checkpointed: rerun the same command "
-             "to continue")
+        echo(f"the time budget of {max_minutes:g} min is used up; what was done is saved (checkpoints, finished "
+             "chunks): rerun the same command to continue")
         complete = False
     except Interrupted as e:  # SIGTERM / Ctrl-C: the report of what is done, then stop
         echo(str(e))

@@ -393,6 +393,9 @@ def test_importance_sampling_resumes_chunk_by_chunk_to_the_same_estimates(fake_m
     saved = pd.read_csv(out / "runs" / "draw-seed0" / f"importance_K{cfg.importance_samples}.csv")
     assert sorted(set(saved.chunk)) == [0, 1] and not (out / "results.csv").exists()
     calls["n"] = 0
+    # a spent time budget stops before the next chunk too (and the run is not complete)
+    assert not run_bench(nll.NllBench(cfg), out, device="cpu", progress=False, echo=lambda m: None, max_minutes=0)
+    assert calls["n"] == 0
     assert run(out)
     assert calls["n"] == n_chunks - 2  # only the chunks left
     a, b = pd.read_csv(tmp_path / "ref" / "is_per_image.csv"), pd.read_csv(out / "is_per_image.csv")
