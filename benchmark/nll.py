@@ -286,6 +286,7 @@ class NllBench(Bench):
             last = ctx.run_dir(job) / "last.pt"
             ckpt = load_checkpoint(last) if last.exists() else {"state": {"epoch": 0}}
             done[job] = int(ckpt["state"]["epoch"])
+            write_curves(ctx.out, job.model, job.seed, ckpt["state"].get("history", []))  # in the table at once
             if ckpt.get("finished"):
                 finished.add(job)
         while len(pending := [j for j in self.todo if j not in finished]) > 1:
