@@ -240,12 +240,12 @@ class NllBench(Bench):
         self.test_data = test_data.to(ctx.device)
         self.is_split = "test" if self.n_is == len(test_data) else f"test[:{self.n_is}]"
         # the protocol, where the results are read (table.md, from this CSV; config.json's "data")
-        self.todo, self.trained_in_turns, self.n_params = todo, False, {}
         self.record = {"dataset": cfg.dataset, "source": self.source, "train_images": len(train_data),
                        "valid_images": len(valid_data), "test_images": len(test_data),
                        "importance_samples": cfg.importance_samples, "importance_sampled_images": self.n_is,
                        "checkpoint": "best.pt: the epoch with the lowest validation bound"}
         append_csv(ctx.out / DATA_FILE, pd.DataFrame([self.record]), key=["dataset"])
+        self._train_in_turns(ctx, todo)  # every job needs its model trained; the jobs then only evaluate
 
     def data_record(self) -> dict | None:
         return getattr(self, "record", None)
@@ -262,9 +262,9 @@ class NllBench(Bench):
                                     "dataset": cfg.dataset, "source": self.source, "speed": asdict(cfg.speed)})
         torch.manual_seed(seed)
         net = DRAW(mcfg)
-        self.n_params[name] = sum(p.numel() for p in net.parameters())
+        n_params = sum(p.numel() for p in net.parameters())
         upto = "" if until_epoch is None or until_epoch >= tcfg.epochs else f", in turns: now up to epoch {until_epoch}"
-        ctx.echo(f"{name} seed {seed}: {variant(mcfg)}; {self.n_params[name]:,} parameters; {tcfg.epochs} epochs of "
+        ctx.echo(f"{name} seed {seed}: {variant(mcfg)}; {n_params:,} parameters; {tcfg.epochs} epochs of "
                  f"{len(self.train_data)} images{upto} -> {run_dir}")
         result = train(net, self.train_data, self.valid_data, tcfg, run_dir, resume=True, device=ctx.device,
                        select="loss", progress=ctx.progress, desc=MODEL_LABELS[name], speed=cfg.speed,
@@ -272,7 +272,7 @@ class NllBench(Bench):
         write_curves(ctx.out, name, seed, result.history)
         return result
 
-    def _train_in_turns(self, ctx: RunContext) -> None:
+    def _train_in_turns(self, ctx: RunContext, todo: list[Job]) -> None:
         """Train every model of this invocation one epoch at a time, in turns (the one
         furthest behind first), until all have finished their schedules. The paper preset
         takes days on a CPU, in pieces (``--max-minutes``, or kill and rerun): trained in
@@ -282,14 +282,14 @@ class NllBench(Bench):
         the models one after the other."""
         done: dict[Job, int] = {}  # epochs done
         finished: set[Job] = set()
-        for job in self.todo:
+        for job in todo:
             last = ctx.run_dir(job) / "last.pt"
             ckpt = load_checkpoint(last) if last.exists() else {"state": {"epoch": 0}}
             done[job] = int(ckpt["state"]["epoch"])
             write_curves(ctx.out, job.model, job.seed, ckpt["state"].get("history", []))  # in the table at once
             if ckpt.get("finished"):
                 finished.add(job)
-        while len(pending := [j for j in self.todo if j not in finished]) > 1:
+        while len(pending := [j for j in todo if j not in finished]) > 1:
             until = min(done[j] for j in pending) + 1
             for job in pending:
                 if done[job] < until:
@@ -343,9 +343,6 @@ class NllBench(Bench):
         return done.nll_is.to_numpy(), float(done.groupby("chunk").chunk_s.first().sum())
 
     def run_job(self, ctx: RunContext, job: Job) -> list[dict]:
-        if not self.trained_in_turns:
-            self._train_in_turns(ctx)
-            self.trained_in_turns = True
         cfg, name, seed = self.cfg, job.model, job.seed
         mcfg = cfg.models[name]
         tcfg = replace(cfg.train, seed=seed)
@@ -353,8 +350,8 @@ class NllBench(Bench):
         result = self._train(ctx, job)
         if not result.finished:
             raise OutOfTime(str(job))
-        n_params = self.n_params[name]
         best, _ = load_model(run_dir / "best.pt", ctx.device, kind="draw")
+        n_params = sum(p.numel() for p in best.parameters())
         best.eval()
         save_weights(best, ctx.weights_path(job),
                      {"train": asdict(tcfg), "data": asdict(cfg.data), "dataset": cfg.dataset, "source": self.source})
@@ -409,10 +406,10 @@ class NllBench(Bench):
     @classmethod
     def write_report(cls, out: str | Path, cfg: NllConfig) -> list[Path]:
         """As every bench's, plus the learning curves while no model has test rows yet."""
-        paths = super().write_report(out, cfg)
-        if len(paths) == 1:  # no results rows: no plots were drawn
-            from benchmark.report import set_plot_style
+        from benchmark.report import read_results, set_plot_style
 
+        paths = super().write_report(out, cfg)
+        if read_results(Path(out)).empty:  # no test rows: the base drew no plots
             set_plot_style()
             paths += learning_curves(Path(out))
         return paths
