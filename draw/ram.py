@@ -159,7 +159,15 @@ class CoreNetwork(nn.Module):
 class LocationNetwork(nn.Module):
     """f_l: the location policy pi(l | h) = N(mu, loc_std^2 I), mu = tanh(Linear(h)) (the paper
     has mu = Linear(h); tanh keeps the mean on the image). Trained by REINFORCE alone: h is
-    detached, and so is the sample fed back to the glimpse network."""
+    detached, and so is the sample fed back to the glimpse network.
+
+    What the detached h costs at 100 x 100 (measured, issue 14): the core, shaped by the
+    cross-entropy alone, holds no digit position early in training; this location network
+    (or a two-layer one) fitted by regression to the true position stays at the image
+    centre's 29 px mean distance, while with that regression's gradient let into the core
+    the same model looks within 10 px of the digit after one epoch. Letting REINFORCE's own
+    gradient into the core, as the RAM paper's hybrid loss does, left the model at chance
+    after 5 epochs (std 0.1 or 0.2; 80% at a tenth of that gradient)."""
 
     def __init__(self, size: int, std: float) -> None:
         super().__init__()
