@@ -166,8 +166,12 @@ class LocationNetwork(nn.Module):
     (or a two-layer one) fitted by regression to the true position stays at the image
     centre's 29 px mean distance, while with that regression's gradient let into the core
     the same model looks within 10 px of the digit after one epoch. Letting REINFORCE's own
-    gradient into the core, as the RAM paper's hybrid loss does, left the model at chance
-    after 5 epochs (std 0.1 or 0.2; 80% at a tenth of that gradient)."""
+    gradient into the core, as the RAM paper's hybrid loss does, put the model behind the
+    detached one (validation error after 5 epochs of 20,000 images 88.6 / 84.8 / 82.5% at std
+    0.1 / 0.2 / 0.3, detached 76.9%; 70.0% after 45 at std 0.3, detached 44.1%); a tenth of
+    it, std 0.2, was level with the detached policy for 25 such epochs, then ahead (28.3%
+    against 37.1% after 65; 23.3% after 105; one seed, same data; glimpses still 30-38 px
+    from the digit on average)."""
 
     def __init__(self, size: int, std: float) -> None:
         super().__init__()
