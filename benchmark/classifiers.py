@@ -15,7 +15,7 @@ from draw.baselines import ConvConfig
 from draw.classifier import ClassifierConfig
 from draw.plugin import UserModelConfig, check_user_model
 from draw.ram import RAMConfig
-from draw.registry import build_model
+from draw.registry import build_model, complete_config
 from draw.train import TrainConfig
 
 NAMES = ("attention", "ram", "conv2", "resnet", "resnet18")
@@ -39,6 +39,10 @@ class ModelSpec:
     label: str = ""
     variant: str = ""  # the setting in a few words, e.g. "T=8, read 12x12, LSTM 256"
     checkpoint: str | None = None  # a user model's trained weights: evaluated as given, not trained
+
+    def __post_init__(self) -> None:
+        # a spec read from an older config.json lacks the settings added since: their defaults
+        self.config = complete_config(self.kind, self.config)
 
     def build(self) -> nn.Module:
         return build_model(self.kind, self.config)

@@ -44,6 +44,7 @@ from draw.checkpoint import load_model, save_weights
 from draw.classifier import ClassifierConfig
 from draw.fast import SpeedConfig
 from draw.ram import RAMConfig
+from draw.registry import complete_config
 from draw.train import NonFiniteError, TrainConfig, train
 
 DEFAULT_MODELS = ("attention", "ram", "conv2", "resnet")
@@ -181,6 +182,13 @@ def bench_config(preset: str, *, glimpses: int = 8, seeds: int = 1, models: list
                            models=specs, speed=speed or SpeedConfig(), mc_samples=mc_samples)
 
 
+def _model_at_defaults(identity: dict) -> dict:
+    """A run's stored identity with its model config completed (settings added since, at
+    their defaults), so that a run trained before a setting existed resumes."""
+    model = identity["model"]
+    return {**identity, "model": {**model, "config": complete_config(model["kind"], model["config"])}}
+
+
 class ClutteredBench(Bench):
     name = "cluttered"
     config_class = ClutteredConfig
@@ -213,7 +221,8 @@ class ClutteredBench(Bench):
         spec = cfg.models[name]
         run_dir = ctx.run_dir(job)
         ctx.claim_run_dir(run_dir, {"model": {"kind": spec.kind, "config": spec.config}, "train": asdict(spec.train),
-                                    "data": asdict(cfg.data), "speed": asdict(cfg.speed), "seed": seed})
+                                    "data": asdict(cfg.data), "speed": asdict(cfg.speed), "seed": seed},
+                            complete=_model_at_defaults)
         torch.manual_seed(seed)
         net = spec.build()
         tcfg = replace(spec.train, seed=seed)

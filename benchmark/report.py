@@ -30,7 +30,7 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import date, datetime
 from importlib import metadata
 from pathlib import Path
@@ -92,7 +92,8 @@ def _config_diff(old: Any, new: Any) -> list[str]:
     ]
 
 
-def prepare_out_dir(out_dir: str | os.PathLike, config: dict, overwrite: bool = False) -> Path:
+def prepare_out_dir(out_dir: str | os.PathLike, config: dict, overwrite: bool = False,
+                    complete: Callable[[Any], Any] | None = None) -> Path:
     """Create (or reuse) a benchmark output folder and return it.
 
     - The folder is created with its parents; OutputDirError if that fails or
@@ -101,6 +102,8 @@ def prepare_out_dir(out_dir: str | os.PathLike, config: dict, overwrite: bool = 
       ``config``, OutputDirError, unless ``overwrite``: results of different
       configurations never mix in one ``results.csv``. The same config is
       accepted, and new rows are then merged into the existing results.
+      ``complete`` maps the stored config to the same config as the code reads it
+      today (settings added since, at their defaults) before the comparison.
     - With ``overwrite=True`` and a different config, ``results.csv`` and the other
       ``*.csv`` a bench writes beside it, ``table.md``, the figures, ``config.json``
       and the shipped weights are deleted first. Run folders (checkpoints) are
@@ -140,6 +143,8 @@ def prepare_out_dir(out_dir: str | os.PathLike, config: dict, overwrite: bool = 
                 f"afresh in {out}, or choose another --out"
             ) from e
         old = None
+    if old is not None and complete is not None:
+        old = normalize_config(complete(old))
     if old == new:
         return out
     if not overwrite:

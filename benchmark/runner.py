@@ -90,17 +90,21 @@ class RunContext:
         """Where a training job's model is shipped (:func:`weights_path`)."""
         return weights_path(self.out, job.model, job.seed)
 
-    def claim_run_dir(self, run_dir: Path, identity: dict[str, Any]) -> None:
+    def claim_run_dir(self, run_dir: Path, identity: dict[str, Any],
+                      complete: Callable[[dict], dict] | None = None) -> None:
         """Make ``run_dir`` hold a run of ``identity`` (everything that decides the trained
         weights: model, training settings, data, speed path). A folder of another identity
         is removed with ``--overwrite`` (its checkpoints must not be resumed) and refused
-        without it."""
+        without it. ``complete`` maps a stored identity to how the code reads it today
+        (settings added since it was written, at their defaults)."""
         path = run_dir / RUN_FILE
-        identity = json.loads(json.dumps(identity, default=str))
+        identity = _normal(identity)
         if path.exists():
             try:
                 stored = json.loads(path.read_text())
-            except (OSError, ValueError):
+                if complete is not None:
+                    stored = _normal(complete(stored))
+            except (OSError, ValueError, TypeError, KeyError):
                 stored = None
             if stored == identity:
                 return
@@ -115,6 +119,10 @@ class RunContext:
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(identity, indent=2) + "\n")
+
+
+def _normal(identity: Any) -> Any:
+    return json.loads(json.dumps(identity, default=str))
 
 
 class BenchError(ValueError):
@@ -191,6 +199,16 @@ class Bench(ABC):
         return [out / TABLE_FILE, *cls.plots(out, df, cfg)]
 
 
+def _as_read_today(config_class: type, stored: Any) -> Any:
+    """A stored config as this code reads it: the settings added since it was written at
+    their defaults (which are the behaviour from before them), normalised like config.json.
+    A config this code cannot read is returned as it is (the comparison then fails)."""
+    try:
+        return normalize_config(to_dict(from_dict(config_class, stored)))
+    except (TypeError, ValueError):  # ConfigError is a ValueError
+        return stored
+
+
 def _stored_config(out: Path) -> dict:
     try:
         return json.loads((out / CONFIG_FILE).read_text(encoding="utf-8"))["config"]
@@ -210,7 +228,7 @@ def _join_folder(bench: Bench, out: Path,
     (:func:`prepare_out_dir` then checks the config as usual)."""
     new = normalize_config(to_dict(bench.cfg))
     try:
-        old = _stored_config(out)
+        old = _as_read_today(bench.config_class, _stored_config(out))
     except BenchError:
         return bench, None, None
     if not (isinstance(old, dict) and isinstance(old.get("models"), dict) and isinstance(new.get("models"), dict)):
@@ -236,7 +254,8 @@ def run_bench(bench: Bench, out: str | Path, *, overwrite: bool = False, device:
     if not overwrite:
         bench, asked, stored = _join_folder(bench, Path(out).expanduser(), echo)
     cfg = to_dict(bench.cfg)
-    out = prepare_out_dir(out, cfg if stored is None else stored, overwrite)  # config.json is written below
+    out = prepare_out_dir(out, cfg if stored is None else stored, overwrite,  # config.json is written below
+                          complete=lambda old: _as_read_today(bench.config_class, old))
     ctx = RunContext(out=out, device=torch.device(device), data_dir=Path(data_dir) if data_dir else None, echo=echo,
                      progress=progress, overwrite=overwrite,
                      deadline=None if max_minutes is None else time.monotonic() + 60 * max_minutes)

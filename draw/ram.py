@@ -48,6 +48,11 @@ class RAMConfig:
     # "Core network"); it used LSTM units for its dynamic environment. "lstm" gives RAM the
     # differentiable classifier's core.
     core: str = "rnn"
+    # The share of REINFORCE's gradient that reaches the core and glimpse networks through h
+    # (LocationNetwork): 0 trains the location network alone (h detached, as the best-known
+    # PyTorch RAM does), 1 is the RAM paper's hybrid loss, whose REINFORCE term trains every
+    # parameter (sec. 3.2); a fraction scales that gradient without changing the forward pass.
+    reinforce_into_core: float = 0.0
 
     def __post_init__(self) -> None:
         self.image_shape = tuple(int(s) for s in self.image_shape)  # JSON round trip gives lists
@@ -60,6 +65,8 @@ class RAMConfig:
             raise ValueError(f"loc_std must be > 0, got {self.loc_std}")
         if self.core not in CORES:
             raise ValueError(f"core must be one of {CORES}, got {self.core!r}")
+        if not (math.isfinite(self.reinforce_into_core) and 0 <= self.reinforce_into_core <= 1):
+            raise ValueError(f"reinforce_into_core must be in [0, 1], got {self.reinforce_into_core}")
 
 
 class GlimpseSensor(nn.Module):
@@ -158,31 +165,37 @@ class CoreNetwork(nn.Module):
 
 class LocationNetwork(nn.Module):
     """f_l: the location policy pi(l | h) = N(mu, loc_std^2 I), mu = tanh(Linear(h)) (the paper
-    has mu = Linear(h); tanh keeps the mean on the image). Trained by REINFORCE alone: h is
-    detached, and so is the sample fed back to the glimpse network.
+    has mu = Linear(h); tanh keeps the mean on the image). Trained by REINFORCE; the sample
+    fed back to the glimpse network is detached. Of REINFORCE's gradient with respect to h,
+    the share ``into_core`` reaches the core and glimpse networks (RAMConfig.reinforce_into_core:
+    0 detaches h, 1 is the paper's hybrid loss); the forward pass is the same for every share.
 
-    What the detached h costs at 100 x 100 (measured, issue 14): the core, shaped by the
+    Why the share matters at 100 x 100 (measured, issue 14): the core, shaped by the
     cross-entropy alone, holds no digit position early in training; this location network
-    (or a two-layer one) fitted by regression to the true position stays at the image
-    centre's 29 px mean distance, while with that regression's gradient let into the core
-    the same model looks within 10 px of the digit after one epoch. Letting REINFORCE's own
-    gradient into the core, as the RAM paper's hybrid loss does, put the model behind the
-    detached one (validation error after 5 epochs of 20,000 images 88.6 / 84.8 / 82.5% at std
-    0.1 / 0.2 / 0.3, detached 76.9%; 70.0% after 45 at std 0.3, detached 44.1%); a tenth of
-    it, std 0.2, was level with the detached policy for 25 such epochs, then ahead (28.3%
-    against 37.1% after 65; 23.3% after 105; one seed, same data; glimpses still 30-38 px
-    from the digit on average)."""
+    (or a two-layer one) fitted by regression to the true position on the detached h stays
+    at the image centre's 29 px mean distance, while with that regression's gradient let
+    into the core the same model looks within 10 px of the digit after one epoch. The whole
+    REINFORCE gradient into the core put the model behind the detached one (validation error
+    after 5 epochs of 20,000 images 88.6 / 84.8 / 82.5% at std 0.1 / 0.2 / 0.3, detached
+    76.9%; 70.0% after 45 at std 0.3, detached 44.1%); a tenth of it, std 0.2, was level with
+    the detached policy for 25 such epochs, then ahead (21.7% against 31.7% after 120 epochs,
+    seed 0; glimpses still 30-40 px from the digit on average)."""
 
-    def __init__(self, size: int, std: float) -> None:
+    def __init__(self, size: int, std: float, into_core: float = 0.0) -> None:
         super().__init__()
         self.std = std
+        self.into_core = into_core
         self.mu = nn.Linear(size, 2)
 
     def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
         """``h`` ``(batch, size)`` -> l ``(batch, 2)`` in [-1, 1] (detached) and log pi(l | h) ``(batch,)``.
 
         The log-density is of the unclamped sample; all in float32 (also under autocast)."""
-        mu = torch.tanh(self.mu(h.detach()).float())  # (batch, 2)
+        if self.into_core:  # the value of h, a share of its gradient
+            h = h.detach() + self.into_core * (h - h.detach())
+        else:
+            h = h.detach()
+        mu = torch.tanh(self.mu(h).float())  # (batch, 2)
         sample = (mu + self.std * torch.randn_like(mu)).detach()
         log_pi = (-(sample - mu).square() / (2 * self.std**2) - math.log(self.std * math.sqrt(2 * math.pi))).sum(-1)
         return sample.clamp(-1, 1), log_pi
@@ -252,7 +265,7 @@ class RAM(nn.Module):
         self.cfg = cfg
         self.glimpse = GlimpseNetwork(cfg)
         self.core = CoreNetwork(cfg.glimpse_size, cfg.lstm_size, cfg.core)
-        self.locator = LocationNetwork(cfg.lstm_size, cfg.loc_std)
+        self.locator = LocationNetwork(cfg.lstm_size, cfg.loc_std, cfg.reinforce_into_core)
         self.baseline = BaselineNetwork(cfg.lstm_size)
         self.action = ActionNetwork(cfg.lstm_size, cfg.n_classes)
         self.mc_samples = 1

@@ -44,6 +44,21 @@ def config_class(kind: str) -> type:
     return kinds[kind][1]
 
 
+def complete_config(kind: str, config: dict) -> dict:
+    """``config`` with every setting it lacks that ``kind``'s config has a default for, at that
+    default: a config stored before a setting was added reads as it was trained (a new
+    setting's default is the behaviour from before it)."""
+    missing = {}
+    for f in dataclasses.fields(config_class(kind)):
+        if f.name in config or not f.init:
+            continue
+        if f.default is not dataclasses.MISSING:
+            missing[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            missing[f.name] = f.default_factory()
+    return {**config, **missing}
+
+
 def build_model(kind: str, config: dict) -> nn.Module:
     """A fresh model of ``kind`` from ``asdict(config)`` (as stored in a checkpoint)."""
     cfg_cls = config_class(kind)

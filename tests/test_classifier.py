@@ -174,6 +174,50 @@ def test_models_added_to_a_finished_folder_join_it(fake_mnist_dir, tmp_path):
     assert r.exit_code != 0 and "different configuration" in r.output, r.output
 
 
+@pytest.mark.slow
+def test_a_folder_written_before_a_model_setting_existed_reads_it_at_its_default(fake_mnist_dir, tmp_path):
+    out = tmp_path / "bench"
+    runner = CliRunner()
+    args = ["bench", "cluttered", "--preset", "smoke", "--models", "ram", "--out", str(out), "--device", "cpu", "--eager"]
+    r = runner.invoke(cli, args)
+    assert r.exit_code == 0, r.output
+
+    def store(value):  # the RAM config as an older version wrote it (None: without the setting)
+        doc = json.loads((out / "config.json").read_text())
+        ram = doc["config"]["models"]["ram"]["config"]
+        ram.pop("reinforce_into_core", None)
+        if value is not None:
+            ram["reinforce_into_core"] = value
+        (out / "config.json").write_text(json.dumps(doc))
+
+    store(None)
+    r = runner.invoke(cli, args)
+    assert r.exit_code == 0 and "nothing to do" in r.output, r.output
+    store(0.5)  # another value is another model
+    r = runner.invoke(cli, args)
+    assert r.exit_code != 0 and "different configuration" in r.output, r.output
+
+
+def test_a_run_folder_written_before_a_model_setting_existed_resumes(tmp_path):
+    from benchmark.cluttered import _model_at_defaults
+    from benchmark.runner import BenchError, RunContext
+    from draw.ram import RAMConfig
+
+    ctx = RunContext(out=tmp_path, device=torch.device("cpu"), echo=lambda m: None)
+    run = tmp_path / "runs" / "ram-seed0"
+    identity = {"model": {"kind": "ram", "config": asdict(RAMConfig())}, "train": {"lr": 1e-3}}
+    ctx.claim_run_dir(run, identity, complete=_model_at_defaults)
+    (run / "last.pt").write_bytes(b"checkpoint")
+    old = json.loads((run / "run.json").read_text())
+    del old["model"]["config"]["reinforce_into_core"]  # as written before the setting existed
+    (run / "run.json").write_text(json.dumps(old))
+    ctx.claim_run_dir(run, identity, complete=_model_at_defaults)  # read at its default: the same run
+    assert (run / "last.pt").exists()
+    other = {**identity, "model": {"kind": "ram", "config": asdict(RAMConfig(reinforce_into_core=0.1))}}
+    with pytest.raises(BenchError, match="other settings"):
+        ctx.claim_run_dir(run, other, complete=_model_at_defaults)
+
+
 def test_run_folders_are_kept_only_for_the_same_settings(tmp_path):
     from benchmark.runner import BenchError, RunContext
 

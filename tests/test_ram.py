@@ -102,6 +102,29 @@ def test_gradients_reach_only_their_networks():
     assert reached["baseline_mse"] == {"baseline"}  # h is detached
 
 
+def test_a_share_of_reinforce_reaches_the_core_and_glimpse_networks():
+    """reinforce_into_core = w: the same forward pass; REINFORCE's gradient reaches the core and
+    glimpse networks through h, scaled by w against the whole (w = 1, the paper's hybrid loss)."""
+    x, y = torch.rand(16, 1, 24, 24), torch.randint(0, 10, (16,))
+    grads, losses = {}, {}
+    for w in (0.0, 0.25, 1.0):
+        torch.manual_seed(0)
+        model = small(reinforce_into_core=w)
+        torch.manual_seed(1)
+        terms = model.terms(x, y)
+        terms["reinforce"].backward()
+        losses[w] = float(terms["reinforce"].detach())
+        grads[w] = {n: model.get_submodule(n).weight.grad for n in ("core.from_g", "locator.mu")}
+        assert (grads[w]["core.from_g"] is None) == (w == 0)
+        assert model.baseline.b.weight.grad is None and model.action.logits.weight.grad is None
+    assert losses[0.0] == losses[0.25] == losses[1.0]  # the forward pass does not depend on w
+    torch.testing.assert_close(grads[0.25]["locator.mu"], grads[1.0]["locator.mu"])
+    torch.testing.assert_close(grads[0.25]["core.from_g"], 0.25 * grads[1.0]["core.from_g"])
+    assert grads[1.0]["core.from_g"].abs().sum() > 0
+    with pytest.raises(ValueError, match="reinforce_into_core"):
+        RAMConfig(reinforce_into_core=1.5)
+
+
 def test_reinforce_term_is_minus_log_pi_times_advantage():
     logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [3.0, 0.0]])
     y = torch.tensor([0, 0, 0])  # correct, wrong, correct: R = 1, 0, 1
