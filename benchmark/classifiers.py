@@ -78,12 +78,14 @@ def parse_model_specs(specs: list[str]) -> list[tuple[str, str]]:
 
 @dataclass
 class Sizes:
-    """The sizes a bench preset sets for its classifiers."""
+    """The sizes a bench preset sets for its classifiers (and RAM's policy settings)."""
 
     read_n: int = 12  # the attention model's read N x N; RAM's finest retina patch g x g
     lstm_size: int = 256
     resnet_width: int = 24
     scales: int = 4  # RAM's retina: patches of g, 2g, 4g, ... pixels
+    ram_loc_std: float = 0.1  # RAMConfig.loc_std
+    ram_reinforce_into_core: float = 0.0  # RAMConfig.reinforce_into_core
 
 
 def classifier_spec(name: str, image_shape: tuple[int, int, int], train: TrainConfig, *, glimpses: int,
@@ -97,10 +99,13 @@ def classifier_spec(name: str, image_shape: tuple[int, int, int], train: TrainCo
                          f"T={glimpses}, read {sizes.read_n}x{sizes.read_n}, LSTM {sizes.lstm_size}")
     if name == "ram":
         cfg = RAMConfig(image_shape=image_shape, glimpses=glimpses, patch=sizes.read_n, scales=sizes.scales,
-                        lstm_size=sizes.lstm_size)
+                        lstm_size=sizes.lstm_size, loc_std=sizes.ram_loc_std,
+                        reinforce_into_core=sizes.ram_reinforce_into_core)
+        policy = "" if (cfg.loc_std, cfg.reinforce_into_core) == (0.1, 0.0) else (  # the first presets' policy
+            f", std {cfg.loc_std:g}, {cfg.reinforce_into_core:g} of REINFORCE into the core")
         return ModelSpec("ram", asdict(cfg), train, LABELS[name],
                          f"T={glimpses}, {sizes.read_n}x{sizes.read_n}, {sizes.scales} scales, {cfg.core} core "
-                         f"{sizes.lstm_size}")
+                         f"{sizes.lstm_size}{policy}")
     if name in ("conv2", "resnet", "resnet18"):
         cfg = ConvConfig(arch=name, in_channels=C, image_size=(H, W), width=sizes.resnet_width)
         return ModelSpec("conv", asdict(cfg), train, LABELS[name],

@@ -198,6 +198,17 @@ def test_a_folder_written_before_a_model_setting_existed_reads_it_at_its_default
     assert r.exit_code != 0 and "different configuration" in r.output, r.output
 
 
+def test_the_paper_preset_lets_a_tenth_of_reinforce_into_rams_core_and_says_so():
+    from benchmark.cluttered import bench_config
+
+    paper, quick = (bench_config(p, models=["ram"]).models["ram"] for p in ("paper", "quick"))
+    assert (paper.config["reinforce_into_core"], paper.config["loc_std"]) == (0.1, 0.2)
+    assert "0.1 of REINFORCE into the core" in paper.variant and "std 0.2" in paper.variant
+    assert (quick.config["reinforce_into_core"], quick.config["loc_std"]) == (0.0, 0.1)
+    assert "REINFORCE" not in quick.variant  # the quick folders' variant, as they were written
+    assert paper.build().locator.into_core == 0.1
+
+
 def test_a_run_folder_written_before_a_model_setting_existed_resumes(tmp_path):
     from benchmark.cluttered import _model_at_defaults
     from benchmark.runner import BenchError, RunContext
