@@ -44,19 +44,22 @@ def config_class(kind: str) -> type:
     return kinds[kind][1]
 
 
+def config_defaults(cls: type) -> dict:
+    """The default value of every field of the config dataclass ``cls`` that has one."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
 def complete_config(kind: str, config: dict) -> dict:
     """``config`` with every setting it lacks that ``kind``'s config has a default for, at that
     default: a config stored before a setting was added reads as it was trained (a new
     setting's default is the behaviour from before it)."""
-    missing = {}
-    for f in dataclasses.fields(config_class(kind)):
-        if f.name in config or not f.init:
-            continue
-        if f.default is not dataclasses.MISSING:
-            missing[f.name] = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            missing[f.name] = f.default_factory()
-    return {**config, **missing}
+    return {**config_defaults(config_class(kind)), **config}
 
 
 def build_model(kind: str, config: dict) -> nn.Module:

@@ -38,7 +38,7 @@ from draw.checkpoint import (
 from draw.distributed import all_reduce, init_distributed, resolve_device
 from draw.fast import SpeedConfig, matmul_precision
 from draw.interrupt import Interrupted, StopOnSignal
-from draw.registry import model_kind
+from draw.registry import config_defaults, model_kind
 from draw.step import TrainStep
 
 SCHEDULES = ("constant", "cosine")
@@ -152,19 +152,6 @@ def evaluate(model: nn.Module, data: TensorData, batch_size: int = 500, *,
     return {k: float(v) / len(data) for k, v in sums.items()}
 
 
-def _defaults(cls: type) -> dict:
-    """The default value of every field of the dataclass ``cls`` that has one."""
-    from dataclasses import MISSING, fields
-
-    out = {}
-    for f in fields(cls):
-        if f.default is not MISSING:
-            out[f.name] = f.default
-        elif f.default_factory is not MISSING:
-            out[f.name] = f.default_factory()
-    return out
-
-
 def _check_resumable(ckpt: dict, model: nn.Module, cfg: TrainConfig, path: Path) -> None:
     if ckpt["kind"] != model_kind(model):
         raise CheckpointError(f"{path} holds a {ckpt['kind']!r} model, not a {model_kind(model)!r} model; "
@@ -173,7 +160,7 @@ def _check_resumable(ckpt: dict, model: nn.Module, cfg: TrainConfig, path: Path)
                                   ("was trained with other settings", ckpt["train_config"], cfg)):
         now = json.loads(json.dumps(asdict(current)))
         # a setting added since the checkpoint was written: its default
-        stored = json.loads(json.dumps({**_defaults(type(current)), **stored}))
+        stored = json.loads(json.dumps({**config_defaults(type(current)), **stored}))
         if stored != now:
             changed = sorted(k for k, v in now.items() if stored.get(k) != v)
             raise CheckpointError(f"{path} {what} ({', '.join(changed)}); use another --out")

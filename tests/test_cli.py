@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli import cli
+from draw.checkpoint import load_checkpoint
 
 
 @pytest.fixture
@@ -34,6 +35,11 @@ def test_help(runner, args):
         (["data", "cluttered", "--distractors", "-1", "--out", "x.npz"], "--distractors"),
         (["data", "cluttered", "--canvas", "30", "--distractor-size", "40", "--out", "x.npz"], "--distractor-size"),
         (["sample", "missing.pt", "--out", "d", "--n", "0"], "--n"),
+        (["train", "classifier", "--model", "conv2", "--reinforce-into-core", "0.1", "--out", "r"],
+         "--reinforce-into-core"),
+        (["train", "classifier", "--model", "ram", "--reinforce-into-core", "1.5", "--out", "r"],
+         "--reinforce-into-core"),
+        (["train", "classifier", "--model", "ram", "--loc-std", "0", "--out", "r"], "--loc-std"),
     ],
 )
 def test_usage_errors_exit_2_without_traceback(runner, args, hint, tmp_path, monkeypatch):
@@ -106,3 +112,11 @@ def test_train_eval_sample_draw_on_fake_data(runner, fake_mnist_dir, tmp_path):
     assert result.exit_code == 0, result.output
     result = runner.invoke(cli, ["eval", "nll", str(tmp_path / "cls" / "best.pt")])
     assert result.exit_code == 2 and "not a 'draw' model" in result.output
+    # RAM's policy settings reach the trained model
+    result = runner.invoke(cli, ["train", "classifier", "--model", "ram", "--canvas", "40", "--distractors", "2",
+                                 "--glimpses", "2", "--read-n", "6", "--lstm-size", "16", "--n-train", "64",
+                                 "--n-valid", "32", "--epochs", "1", "--batch-size", "32", "--loc-std", "0.25",
+                                 "--reinforce-into-core", "0.5", "--out", str(tmp_path / "ram"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    ram = load_checkpoint(tmp_path / "ram" / "best.pt")["model_config"]
+    assert (ram["loc_std"], ram["reinforce_into_core"]) == (0.25, 0.5)
