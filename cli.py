@@ -455,8 +455,8 @@ def train_draw_cmd(T, read_n, write_n, lstm_size, z_size, no_attention, window_i
 @_speed_options
 @_friendly_errors
 def train_classifier_cmd(model, glimpses, read_n, lstm_size, width, loc_std, reinforce_into_core, canvas, distractors,
-                         distractor_size, n_train, n_valid, data_seed, fresh_clutter, out, resume, device, data_dir, max_minutes, like_dir, fused,
-                         compile_, compile_unroll, cuda_graphs, amp, tf32, **train_kw) -> None:
+                         distractor_size, n_train, n_valid, data_seed, fresh_clutter, out, resume, device, data_dir,
+                         max_minutes, like_dir, fused, compile_, compile_unroll, cuda_graphs, amp, tf32, **train_kw) -> None:
     """Train a classifier on cluttered MNIST (the attention model of section 4.1, or a conv
     baseline), or with --like any model a `bench cluttered` folder trained."""
     from dataclasses import replace
