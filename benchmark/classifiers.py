@@ -84,8 +84,8 @@ class Sizes:
     lstm_size: int = 256
     resnet_width: int = 24
     scales: int = 4  # RAM's retina: patches of g, 2g, 4g, ... pixels
-    ram_loc_std: float = 0.1  # RAMConfig.loc_std
-    ram_reinforce_into_core: float = 0.0  # RAMConfig.reinforce_into_core
+    ram_loc_std: float = RAMConfig.loc_std
+    ram_reinforce_into_core: float = RAMConfig.reinforce_into_core
 
 
 def classifier_spec(name: str, image_shape: tuple[int, int, int], train: TrainConfig, *, glimpses: int,
@@ -101,7 +101,8 @@ def classifier_spec(name: str, image_shape: tuple[int, int, int], train: TrainCo
         cfg = RAMConfig(image_shape=image_shape, glimpses=glimpses, patch=sizes.read_n, scales=sizes.scales,
                         lstm_size=sizes.lstm_size, loc_std=sizes.ram_loc_std,
                         reinforce_into_core=sizes.ram_reinforce_into_core)
-        policy = "" if (cfg.loc_std, cfg.reinforce_into_core) == (0.1, 0.0) else (  # the first presets' policy
+        default = (RAMConfig.loc_std, RAMConfig.reinforce_into_core)  # the first presets' policy: not named
+        policy = "" if (cfg.loc_std, cfg.reinforce_into_core) == default else (
             f", std {cfg.loc_std:g}, {cfg.reinforce_into_core:g} of REINFORCE into the core")
         return ModelSpec("ram", asdict(cfg), train, LABELS[name],
                          f"T={glimpses}, {sizes.read_n}x{sizes.read_n}, {sizes.scales} scales, {cfg.core} core "
