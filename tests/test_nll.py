@@ -218,6 +218,9 @@ def test_bench_nll_smoke_end_to_end(fake_mnist_dir, tmp_path):
     assert doc["data"]["importance_samples"] == cfg["importance_samples"]
     assert "seed 20150210" in table and f"the bound on all {n_test:,} test images" in table
     assert f"K = {cfg['importance_samples']}" in table and "best.pt" in table
+    # the sizes where the preset departs from Table 3's MNIST model (T 64, read 2x2, write 5x5), and only those
+    assert "(4 glimpses where the paper's model has 64; 3x3 write where the paper's model has 5x5)" in table
+    assert "read where" not in table
     kl = pd.read_csv(out / "kl_per_step.csv")
     assert len(kl) == 2 * cfg["models"]["draw"]["T"] and (kl.kl_nats >= 0).all()
 
@@ -277,6 +280,8 @@ def test_bench_config_is_json_and_gives_both_models_one_budget():
     assert paper.importance_samples == 5000
     m = paper.models["draw"]
     assert (m.T, m.read_n, m.write_n, m.lstm_size, m.z_size) == (64, 2, 5, 256, 100)  # Table 3
+    q = bench_config("quick").models["draw"]  # the quick budget's sizes, where the paper's ordering shows
+    assert (q.T, q.read_n, q.write_n, q.lstm_size, q.z_size) == (16, 12, 12, 256, 100)
     with pytest.raises(ValueError, match="unknown dataset"):
         bench_config("smoke", dataset="cifar")
 
