@@ -114,15 +114,16 @@ WINDOW_INIT = "smooth"
 _SMOKE = {"T": 4, "read_n": 2, "write_n": 3, "lstm_size": 32, "z_size": 8}
 
 # "quick" keeps the paper's LSTM 256 and z 100 but uses 16 glimpses instead of 64 and 3 epochs
-# (lr 2e-3, cosine), so that both models, the K=100 estimate and the figures fit in 20 minutes on
-# a 2-core CPU, and reads and writes 12x12 patches (Table 3's SVHN sizes) instead of the MNIST
+# (lr 2e-3, cosine), so that both models, the K=100 estimate and the figures run in minutes on a
+# 2-core CPU (47 min on an AMD EPYC of family 23, float32; 13 min for the 2x2 / 5x5 version on an
+# EPYC with bf16), and reads and writes 12x12 patches (Table 3's SVHN sizes) instead of the MNIST
 # model's 2x2 / 5x5: at this budget only the larger windows show the paper's ordering. Validation
 # bound after 3 epochs (`train draw` at the quick recipe, seed 0, 2,000 validation images, one
-# thread of an AMD EPYC family 23): read 2x2 / write 5x5 150.56, 5x5 / 5x5 117.79, 12x12 / 12x12
+# thread of the family-23 EPYC): read 2x2 / write 5x5 150.56, 5x5 / 5x5 117.79, 12x12 / 12x12
 # 98.76 (109.27 and 101.30 after epochs 1 and 2), without attention 101.85 (112.26, 104.25); with
 # 2x2 / 5x5 and T=64 the model without attention stays ahead for at least 7 of the paper preset's
-# epochs (101.48 against 100.49 at epoch 7). "paper" is Table 3's model trained to convergence with K=5000;
-# "smoke" runs in seconds for tests. Section 4.3 (two-digit MNIST) gives no settings beyond
+# epochs (101.48 against 100.49 at epoch 7). "paper" is Table 3's model trained to convergence
+# with K=5000; "smoke" runs in seconds for tests. Section 4.3 (two-digit MNIST) gives no settings beyond
 # "60x60 with two digits": we use its MNIST model on the larger canvas.
 PRESETS: dict[str, dict[str, NllPreset]] = {
     "mnist": {
