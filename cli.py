@@ -420,8 +420,7 @@ def train_draw_cmd(T, read_n, write_n, lstm_size, z_size, no_attention, window_i
         cfg = DrawConfig(T=T, read_n=read_n, write_n=write_n, lstm_size=lstm_size, z_size=z_size,
                          attention=not no_attention, window_init=window_init)
         tcfg = _train_config(**train_kw)
-    _echo(f"DRAW {'with' if cfg.attention else 'without'} attention on {dataset}: T={cfg.T}, read {cfg.read_n}x"
-          f"{cfg.read_n}, write {cfg.write_n}x{cfg.write_n}, LSTM {cfg.lstm_size}, z {cfg.z_size}; device {dev}; "
+    _echo(f"DRAW {'with' if cfg.attention else 'without'} attention on {dataset}: {cfg.describe()}; device {dev}; "
           f"speed {speed.label()}")
     _run_dir(out, resume)
     result = train_draw(cfg, tcfg, out, resume=resume, data_dir=data_dir, device=dev, speed=speed, n_train=n_train,

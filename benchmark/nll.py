@@ -194,13 +194,6 @@ def bench_config(preset: str, *, seeds: int = 1, dataset: str = "mnist", models:
                      speed=speed or SpeedConfig())
 
 
-def variant(m: DrawConfig) -> str:
-    """A model's setting in a few words, e.g. ``T=64, read 2x2, write 5x5, LSTM 256, z 100``."""
-    if m.attention:
-        return f"T={m.T}, read {m.read_n}x{m.read_n}, write {m.write_n}x{m.write_n}, LSTM {m.lstm_size}, z {m.z_size}"
-    return f"T={m.T}, LSTM {m.lstm_size}, z {m.z_size}"
-
-
 # -- data ------------------------------------------------------------------------------------
 def load_split(cfg: NllConfig, split: str, data_dir: str | Path | None = None) -> tuple[TensorData, str]:
     """One split of the bench's data set and its source (the binarization, for MNIST)."""
@@ -272,7 +265,7 @@ class NllBench(Bench):
         net = DRAW(mcfg)
         n_params = sum(p.numel() for p in net.parameters())
         upto = "" if until_epoch is None or until_epoch >= tcfg.epochs else f", in turns: now up to epoch {until_epoch}"
-        ctx.echo(f"{name} seed {seed}: {variant(mcfg)}; {n_params:,} parameters; {tcfg.epochs} epochs of "
+        ctx.echo(f"{name} seed {seed}: {mcfg.describe()}; {n_params:,} parameters; {tcfg.epochs} epochs of "
                  f"{len(self.train_data)} images{upto} -> {run_dir}")
         result = train(net, self.train_data, self.valid_data, tcfg, run_dir, resume=True, device=ctx.device,
                        select="loss", progress=ctx.progress, desc=MODEL_LABELS[name], speed=cfg.speed,
@@ -373,7 +366,7 @@ class NllBench(Bench):
                  f"the first {self.n_is}: bound {bound_sub:.2f}, importance-sampled (K={K}) {is_nll.mean():.2f} "
                  f"[{is_s:.0f} s]; best epoch {result.best.get('epoch')}, {result.images_per_s:.0f} images/s")
 
-        base = {"bench": "nll", "model": name, "variant": variant(mcfg), "preset": cfg.preset, "seed": seed}
+        base = {"bench": "nll", "model": name, "variant": mcfg.describe(), "preset": cfg.preset, "seed": seed}
         best_row = next(r for r in result.history if r["epoch"] == result.best["epoch"])
         split = self.is_split
         rows = [
@@ -602,7 +595,7 @@ def table(out: Path, df: pd.DataFrame, cfg: NllConfig) -> str:
     for model in cfg.models:
         if model not in set(df.model):
             continue
-        setting = variant(cfg.models[model]) + f"; {epochs.get(model, float('nan')):.0f} epochs, {train_s.get(model, float('nan')):.0f} s"
+        setting = cfg.models[model].describe() + f"; {epochs.get(model, float('nan')):.0f} epochs, {train_s.get(model, float('nan')):.0f} s"
         rows.append({"model": MODEL_LABELS[model], "test NLL (nats)": "≤ " + _fmt(sb, model),
                      "what": f"variational bound, {'all' if d.n_test is None else d.n_test} test images",
                      "setting": setting, "source": "this run"})

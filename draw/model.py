@@ -64,6 +64,12 @@ class DrawConfig:
         if self.window_init not in WINDOW_INITS:
             raise ValueError(f"window_init must be one of {WINDOW_INITS}, got {self.window_init!r}")
 
+    def describe(self) -> str:
+        """The sizes in a few words, e.g. ``T=64, read 2x2, write 5x5, LSTM 256, z 100``; without
+        attention the read and write sizes do not exist: ``T=64, LSTM 256, z 100``."""
+        patches = f"read {self.read_n}x{self.read_n}, write {self.write_n}x{self.write_n}, " if self.attention else ""
+        return f"T={self.T}, {patches}LSTM {self.lstm_size}, z {self.z_size}"
+
 
 @dataclass
 class DrawOutput:

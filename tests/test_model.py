@@ -76,3 +76,8 @@ def test_loss_is_mean_bound_in_nats():
     torch.testing.assert_close(loss, m["recon"] + m["kl"])
     # an untrained model with a zero canvas predicts p = 1/2 everywhere: about 120 log 2 nats
     assert 0.5 * 120 * 0.693 < m["recon"].item() < 3 * 120 * 0.693
+
+
+def test_describe_names_the_patch_sizes_only_with_attention():
+    assert DrawConfig().describe() == "T=64, read 2x2, write 5x5, LSTM 256, z 100"  # Table 3's MNIST model
+    assert DrawConfig(T=16, read_n=12, write_n=12, attention=False).describe() == "T=16, LSTM 256, z 100"
