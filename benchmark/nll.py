@@ -614,12 +614,12 @@ def table(out: Path, df: pd.DataFrame, cfg: NllConfig) -> str:
     lines.extend(_still_learning(out, cfg))
     if cfg.preset != "paper":
         lines.append("")
-        row = TABLE3["mnist" if cfg.dataset == "twodigit" else cfg.dataset]
+        row = TABLE3["mnist" if cfg.dataset == "twodigit" else cfg.dataset]  # patch sizes: attention models only
         sizes = [f"{ours} {what} where the paper's model has {theirs}"
                  for what, ours, theirs in (("glimpses", m.T, row.glimpses),
                                             ("read", f"{m.read_n}x{m.read_n}", f"{row.read_n}x{row.read_n}"),
                                             ("write", f"{m.write_n}x{m.write_n}", f"{row.write_n}x{row.write_n}"))
-                 if ours != theirs]
+                 if ours != theirs and (what == "glimpses" or any(c.attention for c in cfg.models.values()))]
         lines.append(
             f"The `{cfg.preset}` preset trains for a fixed, small budget (see config.json) so that it runs on a 2-core "
             f"CPU{' (' + '; '.join(sizes) + ')' if sizes else ''}; the paper's numbers come from Table 3's model "
