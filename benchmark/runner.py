@@ -45,7 +45,7 @@ from benchmark.report import (
     set_plot_style,
     write_config,
 )
-from datasets.files import atomic_write_text
+from datasets.files import atomic_write_text, remove_stale_temporaries
 from draw.interrupt import Interrupted
 
 RUN_FILE = "run.json"
@@ -99,6 +99,9 @@ class RunContext:
         (settings added since it was written, at their defaults)."""
         path = run_dir / RUN_FILE
         identity = _normal(identity)
+        # a run killed while writing run.json (or a checkpoint) leaves a half-written temporary
+        # beside it: not a file of any run, so it neither blocks nor decides the claim
+        remove_stale_temporaries(run_dir)
         if path.exists():
             try:
                 stored = json.loads(path.read_text())

@@ -247,6 +247,21 @@ def test_run_folders_are_kept_only_for_the_same_settings(tmp_path):
     assert json.loads((run / "run.json").read_text())["data"] == {"distractors": 9}
 
 
+def test_a_run_killed_while_claiming_its_folder_is_claimed_again(tmp_path):
+    from benchmark.runner import BenchError, RunContext
+
+    ctx = RunContext(out=tmp_path, device=torch.device("cpu"), echo=lambda m: None)
+    run = tmp_path / "runs" / "attention-seed0"
+    run.mkdir(parents=True)
+    (run / ".run.json.4242.0badc0de.tmp").write_text('{"train": {"l')  # SIGKILL inside the atomic write
+    ctx.claim_run_dir(run, {"train": {"lr": 1e-3}})
+    assert sorted(p.name for p in run.iterdir()) == ["run.json"]
+    (run / "notes.txt").write_text("someone else's")  # a real file of an unknown run still stops it
+    (run / "run.json").unlink()
+    with pytest.raises(BenchError, match="unknown run"):
+        ctx.claim_run_dir(run, {"train": {"lr": 1e-3}})
+
+
 @pytest.mark.slow
 def test_train_classifier_like_a_bench_folder_trains_the_same_model(fake_mnist_dir, tmp_path):
     from draw.checkpoint import load_checkpoint
