@@ -97,7 +97,7 @@ def _friendly_errors(f):
         from benchmark.config import ConfigError
         from benchmark.report import OutputDirError
         from benchmark.runner import BenchError
-        from benchmark.tasks import LikeError
+        from benchmark.tasks import EvalError, LikeError
         from datasets.cluttered import ClutterParamError, CorruptDatasetError
         from datasets.mnist import MnistDataFolderError, MnistNotFoundError
         from datasets.natural import NaturalDataNotFoundError
@@ -118,6 +118,8 @@ def _friendly_errors(f):
             raise click.BadParameter(str(e), param_hint="--model-spec") from None
         except CheckpointError as e:
             raise click.BadParameter(str(e), param_hint="CHECKPOINT") from None
+        except EvalError as e:
+            raise click.BadParameter(str(e), param_hint=e.param) from None
         except TrainSettingError as e:
             raise click.BadParameter(str(e), param_hint="--" + e.param.replace("_", "-")) from None
         except (MnistNotFoundError, MnistDataFolderError, NaturalDataNotFoundError, CorruptDatasetError,
@@ -529,6 +531,34 @@ def eval_nll_cmd(checkpoint, split, batch_size, K, device, data_dir) -> None:
                f"binarization: {r['binarization']}")
     if K:
         click.echo(f"{split}: NLL importance-sampled estimate (K={K}) {r['nll_is_nats']:.2f} nats/image")
+
+
+@eval_group.command("classifier")
+@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--n", "n", type=click.IntRange(min=1), default=None,
+              help="Evaluate the first N test images [default: the bench's test set].")
+@click.option("--mc-samples", type=click.IntRange(1, 100), default=1,
+              help="RAM's location rollouts averaged per image (RAM only).")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="RNG seed of RAM's sampled glimpses [default: the bench's, which reproduces its test error].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=500)
+@_device_option
+@_data_dir_option
+@_friendly_errors
+def eval_classifier_cmd(checkpoint, n, mc_samples, seed, batch_size, device, data_dir) -> None:
+    """Test error of a trained classifier CHECKPOINT (a bench's weights/*.safetensors, or a
+    .pt checkpoint of a bench's or `train classifier`'s run) on the cluttered MNIST test set
+    it was trained for."""
+    from benchmark.tasks import eval_classifier
+
+    r = eval_classifier(checkpoint, n=n, mc_samples=mc_samples, seed=seed, data_dir=data_dir,
+                        device=_check_device(device), batch_size=batch_size)
+    m = r["mc_samples"]
+    rollouts = (f", {m} location rollout{'s averaged' if m > 1 else ''}, seed {r['seed']}" if r["kind"] == "ram"
+                else "")
+    click.echo(f"test error {r['error_pct']:.2f}% over {r['n_images']} images ({r['kind']}{rollouts})")
+    if r["on_target_pct"] is not None:
+        click.echo(f"glimpses on the digit: {r['on_target_pct']:.1f}%")
 
 
 @cli.command("sample")

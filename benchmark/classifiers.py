@@ -133,3 +133,21 @@ def predict(model: nn.Module, data: TensorData, batch_size: int = 500
             windows.append(w.cpu())
     return (torch.cat(preds).numpy(), torch.cat(confs).numpy(),
             torch.cat(windows).numpy() if windows else None)
+
+
+def eval_seed(train_seed: int) -> int:
+    """The RNG seed a bench's test pass of a model trained with ``train_seed`` starts from
+    (RAM samples its glimpse locations; ``eval classifier`` uses the same by default)."""
+    return 30_000 + train_seed
+
+
+def on_target_pct(windows: np.ndarray, positions: np.ndarray, digit_size: int) -> float:
+    """The % of glimpses whose centre lies on the target digit's ``digit_size`` square: whether
+    a model learned where to look. ``windows`` ``(n, T, >= 2)`` start with the centre (g_x, g_y)
+    in 1-based pixels (the attention classifier's windows, RAM's locations); ``positions``
+    ``(n, 2)`` are the digits' 0-based (row, col) top-left pixels, so a digit covers the
+    1-based continuous span [p + 0.5, p + digit_size + 0.5] on each axis."""
+    x, y = windows[..., 0], windows[..., 1]  # (n, T)
+    left, top = positions[:, 1:2] + 0.5, positions[:, 0:1] + 0.5  # (n, 1)
+    inside = (x >= left) & (x <= left + digit_size) & (y >= top) & (y <= top + digit_size)
+    return 100.0 * float(inside.mean())

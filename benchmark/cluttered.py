@@ -24,6 +24,8 @@ from benchmark.classifiers import (
     ModelSpec,
     Sizes,
     classifier_spec,
+    eval_seed,
+    on_target_pct,
     predict,
     user_spec,
 )
@@ -261,7 +263,7 @@ class ClutteredBench(Bench):
         if spec.kind == "ram":
             best.mc_samples = cfg.mc_samples
         labels = self.test_data.y.cpu().numpy()
-        torch.manual_seed(30_000 + seed)  # RAM samples its glimpses: a seeded test
+        torch.manual_seed(eval_seed(seed))  # RAM samples its glimpses: a seeded test
         pred, _, windows = predict(best, self.test_data)
         err = 100.0 * float((pred != labels).mean())
         macs = macs_per_image(best, cfg.data.image_shape)
@@ -315,18 +317,6 @@ class ClutteredBench(Bench):
     @classmethod
     def plots(cls, out: Path, df: pd.DataFrame, cfg: ClutteredConfig) -> list[Path]:
         return plots(out, df, cfg)
-
-
-def on_target_pct(windows: np.ndarray, positions: np.ndarray, digit_size: int) -> float:
-    """The % of glimpses whose centre lies on the target digit's ``digit_size`` square: whether
-    a model learned where to look. ``windows`` ``(n, T, >= 2)`` start with the centre (g_x, g_y)
-    in 1-based pixels (the attention classifier's windows, RAM's locations); ``positions``
-    ``(n, 2)`` are the digits' 0-based (row, col) top-left pixels, so a digit covers the
-    1-based continuous span [p + 0.5, p + digit_size + 0.5] on each axis."""
-    x, y = windows[..., 0], windows[..., 1]  # (n, T)
-    left, top = positions[:, 1:2] + 0.5, positions[:, 0:1] + 0.5  # (n, 1)
-    inside = (x >= left) & (x <= left + digit_size) & (y >= top) & (y <= top + digit_size)
-    return 100.0 * float(inside.mean())
 
 
 def glimpse_frame(model: str, seed: int, windows: np.ndarray) -> pd.DataFrame:

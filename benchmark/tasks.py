@@ -1,4 +1,4 @@
-"""The plain functions behind ``cli.py train draw | classifier``, ``eval nll`` and ``sample``.
+"""The plain functions behind ``cli.py train draw | classifier``, ``eval nll | classifier`` and ``sample``.
 
 They load data, build models, call :func:`draw.train.train`, and write files; the CLI only
 parses options. :func:`like` reads a bench folder's config so that ``train ... --like DIR
@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchmark.data import binarized_mnist, cluttered_data, fresh_cluttered
+from benchmark.data import binarized_mnist, cluttered_data, cluttered_split, fresh_cluttered
 from datasets.files import atomic_write_text
 from draw.checkpoint import load_model
 from draw.distributed import is_main_process, resolve_device
@@ -178,6 +178,81 @@ def eval_nll(
 
         result["nll_is_nats"] = importance_sampled_nll(model, data.to(dev), importance_samples)
     return result
+
+
+class EvalError(ValueError):
+    """``eval classifier`` cannot evaluate as asked; ``param`` names the option at fault."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def _trained_on(path: Path, record: dict) -> tuple[object, int, int | None, int]:
+    """The cluttered data a classifier file was trained on: generator options, data seed, the
+    test set's size (None: the whole cached split) and the training seed. A weights file
+    written by ``bench cluttered`` holds them; a checkpoint reads them beside it (``run.json``
+    of a bench's run folder, ``config.json`` of a ``train classifier`` folder)."""
+    from benchmark.cluttered import ClutteredData
+    from datasets.cluttered import ClutterParams
+
+    train_seed = int((record.get("train") or record.get("train_config") or {}).get("seed", 0))
+    found = [record.get("data")] if path.suffix == ".safetensors" else []
+    for name in () if path.suffix == ".safetensors" else ("run.json", "config.json"):
+        try:
+            found.append(json.loads((path.parent / name).read_text())["data"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    for data in filter(None, found):
+        try:
+            if "clutter" in data:  # a `train classifier` folder
+                return ClutterParams(**data["clutter"]), int(data["seed"]), None, train_seed
+            d = ClutteredData(**data)  # a bench's weights or run folder
+            return d.params(), d.seed, d.n_test, train_seed
+        except (KeyError, TypeError, ValueError):
+            continue
+    raise EvalError("CHECKPOINT", f"{path} does not say which cluttered data it was trained on (a bench's weights "
+                                  "file, or a checkpoint beside its run.json or config.json, does)")
+
+
+def eval_classifier(
+    weights: str | Path,
+    *,
+    n: int | None = None,
+    mc_samples: int = 1,
+    seed: int | None = None,
+    data_dir: str | Path | None = None,
+    device: str | None = None,
+    batch_size: int = 500,
+) -> dict[str, object]:
+    """Test error of a trained classifier (attention, RAM or a convolutional baseline: a
+    bench's weights file or a checkpoint) on the cluttered MNIST it was trained on: the
+    images of its bench's test set. ``n``: the first n images (default: the bench's
+    test-set size). ``mc_samples``: RAM's location rollouts averaged per image.
+    ``seed``: the RNG seed of RAM's sampled glimpses (default: the bench's, so that the
+    bench's test error is reproduced)."""
+    from benchmark.classifiers import eval_seed, on_target_pct, predict
+
+    path = Path(weights)
+    dev = resolve_device(device)
+    model, record = load_model(path, dev)
+    if record["kind"] not in ("classifier", "ram", "conv"):
+        raise EvalError("CHECKPOINT", f"{path} holds a {record['kind']!r} model, not a classifier "
+                                      "(`eval nll` evaluates DRAW)")
+    if mc_samples != 1 and record["kind"] != "ram":
+        raise EvalError("--mc-samples", f"{mc_samples} rollouts: only RAM samples its glimpses; {path} holds a "
+                                        f"{record['kind']!r} model, which is deterministic")
+    params, data_seed, n_default, train_seed = _trained_on(path, record)
+    data, positions = cluttered_split("test", params, data_seed, n if n is not None else n_default, data_dir)
+    if record["kind"] == "ram":
+        model.mc_samples = mc_samples
+    seed = eval_seed(train_seed) if seed is None else seed
+    torch.manual_seed(seed)
+    pred, _, windows = predict(model, data.to(dev), batch_size)
+    labels = data.y.numpy()
+    return {"kind": record["kind"], "n_images": len(labels), "mc_samples": mc_samples, "seed": seed,
+            "error_pct": 100.0 * float((pred != labels).mean()),
+            "on_target_pct": None if windows is None else on_target_pct(windows, positions, params.digit_size)}
 
 
 def sample(checkpoint: str | Path, out: str | Path, *, n: int = 64, seed: int = 0,

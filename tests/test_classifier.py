@@ -88,6 +88,20 @@ def test_bench_cluttered_smoke(fake_mnist_dir, tmp_path):
     glimpses = pd.read_csv(out / "glimpses.csv")
     assert glimpses.t.max() == 3
 
+    # eval classifier reproduces the table's test errors from the shipped weights and from the
+    # run folder's checkpoint (the data settings come from the file, or the run.json beside it)
+    for model in ("attention", "ram", "conv2"):
+        for path in (out / "weights" / f"{model}-seed0.safetensors", out / "runs" / f"{model}-seed0" / "best.pt"):
+            r = runner.invoke(cli, ["eval", "classifier", str(path), "--device", "cpu"])
+            assert r.exit_code == 0, r.output
+            assert f"test error {err[model]:.2f}% over " in r.output, (model, path, r.output)
+            assert ("glimpses on the digit: " in r.output) == (model != "conv2")
+    r = runner.invoke(cli, ["eval", "classifier", str(out / "weights" / "ram-seed0.safetensors"), "--mc-samples", "4",
+                            "--n", "10", "--device", "cpu"])
+    assert r.exit_code == 0 and "over 10 images (ram, 4 location rollouts averaged, seed 30000)" in r.output, r.output
+    r = runner.invoke(cli, ["eval", "classifier", str(out / "weights" / "conv2-seed0.safetensors"), "--mc-samples", "4"])
+    assert r.exit_code == 2 and "--mc-samples" in r.output and "only RAM" in r.output
+
     # rerun: every model is already done, nothing is retrained or duplicated, and the
     # provenance of results this invocation did not produce is not rewritten
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
@@ -247,6 +261,21 @@ def test_run_folders_are_kept_only_for_the_same_settings(tmp_path):
     assert json.loads((run / "run.json").read_text())["data"] == {"distractors": 9}
 
 
+def test_eval_classifier_refuses_what_it_cannot_evaluate(tmp_path):
+    from draw.baselines import ConvConfig
+    from draw.checkpoint import save_weights
+    from draw.model import DRAW, DrawConfig
+    from draw.registry import build_model
+
+    conv = build_model("conv", asdict(ConvConfig(arch="conv2", in_channels=1, image_size=(28, 28))))
+    bare = save_weights(conv, tmp_path / "bare.safetensors")  # no data record
+    r = CliRunner().invoke(cli, ["eval", "classifier", str(bare)])
+    assert r.exit_code == 2 and "does not say which cluttered data" in r.output, r.output
+    draw = save_weights(DRAW(DrawConfig(T=2, lstm_size=8, z_size=2)), tmp_path / "draw.safetensors")
+    r = CliRunner().invoke(cli, ["eval", "classifier", str(draw)])
+    assert r.exit_code == 2 and "not a classifier" in r.output and "eval nll" in r.output, r.output
+
+
 def test_a_run_killed_while_claiming_its_folder_is_claimed_again(tmp_path):
     from benchmark.runner import BenchError, RunContext
 
@@ -280,6 +309,11 @@ def test_train_classifier_like_a_bench_folder_trains_the_same_model(fake_mnist_d
         assert a["model_config"] == b["model_config"] and a["train_config"] == b["train_config"]
         for k, v in a["model"].items():
             assert torch.equal(v, b["model"][k]), (model, k)  # same data, seed and settings: the same weights
+        # the run folder's config.json says which data: the bench's test error on its test images
+        n_test = json.loads((out / "config.json").read_text())["config"]["data"]["n_test"]
+        want = pd.read_csv(out / "results.csv").query("model == @model and metric == 'test_error_pct'").value.item()
+        r = runner.invoke(cli, ["eval", "classifier", str(again / "best.pt"), "--n", str(n_test), "--device", "cpu"])
+        assert r.exit_code == 0 and f"test error {want:.2f}% over {n_test} images" in r.output, r.output
 
     r = runner.invoke(cli, ["train", "classifier", "--like", str(out), "--model", "conv2", "--lr", "0.1", "--out",
                             str(tmp_path / "x")])
