@@ -506,6 +506,15 @@ def plots(out: Path, df: pd.DataFrame, cfg: ClutteredConfig) -> list[Path]:
     return written
 
 
+def _rollouts(m: int) -> str:
+    """How RAM's test error was measured (``--mc-samples``): one location rollout per image,
+    or the mean class probabilities of ``m``, as Ba, Mnih & Kavukcuoglu (2014) average them."""
+    if m == 1:
+        return "RAM's test error is of one location rollout per image"
+    return (f"RAM's test error averages the class probabilities of {m} location rollouts per image "
+            "(as Ba et al., 2014, arXiv 1412.7755; the RAM paper mentions no averaging)")
+
+
 def _on_target_cell(v: float | None) -> str:
     return "" if v is None or pd.isna(v) else f"{v:.1f}"
 
@@ -518,14 +527,15 @@ def table(out: Path, df: pd.DataFrame, cfg: ClutteredConfig) -> str:
                  f"{d.distractor_size}x{d.distractor_size}"
                  + ("; new clutter from the training digits every epoch" if d.fresh_clutter else "")
                  + f"; seeds: {len(cfg.seeds)}; training path: {cfg.speed.label()}"
-                 + (f"; RAM's test error averages {cfg.mc_samples} location rollouts per image" if "ram" in cfg.models
-                    else "") + ".")
+                 + (f"; {_rollouts(cfg.mc_samples)}" if "ram" in cfg.models else "") + ".")
     lines.append("")
+    on_target = bool((df.metric == "on_target_pct").any())  # folders written before it have none
     lines.append("Multiply-adds per image are counted with `torch.utils.flop_counter` on one forward pass (matrix "
                  "products and convolutions); inference images/s are evaluation-mode forward passes on this "
-                 "machine (see config.json); train time includes compiling, validation and new clutter each epoch. "
-                 "Glimpses on the digit: the share of the attention models' glimpse centres (all T steps, all "
-                 "test images) that fall on the target digit's square, whether a model learned where to look.")
+                 "machine (see config.json); train time includes compiling, validation and new clutter each epoch."
+                 + (" Glimpses on the digit: the share of the attention models' glimpse centres (all T steps, all "
+                    "test images) that fall on the target digit's square, whether a model learned where to look."
+                    if on_target else ""))
     lines.append("")
     rows = []
     if not df[df.metric == "test_error_pct"].empty:
@@ -552,8 +562,10 @@ def table(out: Path, df: pd.DataFrame, cfg: ClutteredConfig) -> str:
         macs = paper_macs.get(r.model)
         rows.append({"model": r.model, "setting": "", "test error (%)": f"{r.test_error_pct:.2f}", "parameters": "",
                      "M multiply-adds / image": "" if macs is None else f"{macs / 1e6:.2f} (its architecture)",
-                     "inference (images/s)": "", "glimpses on the digit (%)": "", "epochs": "", "train time (s)": "", "source": r.source})
-    lines.append(markdown_table(pd.DataFrame(rows)))
+                     "inference (images/s)": "", "glimpses on the digit (%)": "", "epochs": "", "train time (s)": "",
+                     "source": r.source})
+    frame = pd.DataFrame(rows)
+    lines.append(markdown_table(frame if on_target else frame.drop(columns="glimpses on the digit (%)")))
     lines.append("")
     if cfg.preset != "paper":
         lines.append(f"The `{cfg.preset}` preset trains for a fixed, small budget (see config.json) so that it runs on a "

@@ -261,6 +261,18 @@ def test_run_folders_are_kept_only_for_the_same_settings(tmp_path):
     assert json.loads((run / "run.json").read_text())["data"] == {"distractors": 9}
 
 
+def test_the_table_says_how_many_location_rollouts_rams_test_error_averages(tmp_path):
+    from benchmark.cluttered import bench_config, table
+    from benchmark.report import read_results
+
+    def text(models, m):
+        return table(tmp_path, read_results(tmp_path), bench_config("smoke", models=models, mc_samples=m))
+
+    assert "RAM's test error is of one location rollout per image" in text(["ram", "conv2"], 1)
+    assert "averages the class probabilities of 5 location rollouts per image" in text(["ram"], 5)
+    assert "rollout" not in text(["conv2"], 1)  # no RAM, nothing to say
+
+
 def test_eval_classifier_refuses_what_it_cannot_evaluate(tmp_path):
     from draw.baselines import ConvConfig
     from draw.checkpoint import save_weights
