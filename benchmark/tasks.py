@@ -197,12 +197,13 @@ def _trained_on(path: Path, record: dict) -> tuple[object, int, int | None, int]
     from datasets.cluttered import ClutterParams
 
     train_seed = int((record.get("train") or record.get("train_config") or {}).get("seed", 0))
-    found = [record.get("data")] if path.suffix == ".safetensors" else []
-    for name in () if path.suffix == ".safetensors" else ("run.json", "config.json"):
+    def beside(name: str) -> dict | None:
         try:
-            found.append(json.loads((path.parent / name).read_text())["data"])
+            return json.loads((path.parent / name).read_text())["data"]
         except (OSError, ValueError, KeyError, TypeError):
-            continue
+            return None
+
+    found = [record.get("data")] if path.suffix == ".safetensors" else [beside("run.json"), beside("config.json")]
     for data in filter(None, found):
         try:
             if "clutter" in data:  # a `train classifier` folder
