@@ -390,8 +390,8 @@ def _ram_figure(out: Path, cfg: ClutteredConfig, test_data: TensorData, n: int =
     ram_cfg = cfg.models["ram"].config
     return plot_ram_glimpses(x.cpu(), locs, ram_cfg["patch"], ram_cfg["scales"], out / "glimpses_ram.png",
                              ncol=4 if beside is None else 2, beside=beside,
-                             title="RAM's retina (left)" + (" beside the differentiable model's windows (right)"
-                                                            if beside is not None else ""))
+                             title="RAM's retina (left) beside the differentiable model's windows (right)"
+                             if beside is not None else "")
 
 
 def _compute_plot(out: Path, df: pd.DataFrame, cfg: ClutteredConfig) -> list[Path]:
