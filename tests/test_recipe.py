@@ -45,3 +45,20 @@ def test_bench_recipe_smoke(fake_mnist_dir, tmp_path):
     table = (out / "table.md").read_text()
     assert "bound after 0.1 min" in table and "Lowest bound" in table
     assert (out / "curves.png").stat().st_size > 5000
+
+
+def test_the_nll_paper_preset_trains_with_the_studys_winner():
+    """`bench nll --preset paper` (MNIST) takes its recipe from the study's named winner: its
+    training settings and its initial windows, with Table 3's model unchanged."""
+    from dataclasses import replace
+
+    from benchmark.nll import bench_config as nll_config
+    from benchmark.recipe import CANDIDATES, PAPER_RECIPE, bench_config
+
+    winner = CANDIDATES[PAPER_RECIPE]
+    nll = nll_config("paper")
+    assert nll.train == winner.train and nll.train.lr == 1e-3 and nll.train.epochs == 100
+    assert {m.window_init for m in nll.models.values()} == {winner.window_init}
+    study = bench_config("paper")
+    assert PAPER_RECIPE in study.candidates and replace(study.model, window_init=winner.window_init) \
+        == nll.models["draw"]
