@@ -9,9 +9,10 @@ kl_per_step.csv, table.md (ours beside every row of Table 2), config.json, plots
 CSVs, and, from the best checkpoints, sample grids, drawing GIFs, the paper-style drawing
 sequence and where the encoder looked. Every model trains in its own checkpointed run
 folder, the models in turns, one epoch each (equal budgets whenever a piece of a long run
-ends; table.md then shows them "still training"); the importance-sampled estimate is saved
-chunk by chunk. Rerunning a stopped bench with the same command resumes what was
-unfinished and skips finished models.
+ends; table.md then shows them "still training"); the figures are drawn as soon as a model
+is trained, and the importance-sampled estimate is saved chunk by chunk (table.md shows it
+on the images done so far, beside the bound on the same images). Rerunning a stopped bench
+with the same command resumes what was unfinished and skips finished models.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ from draw.paper import TABLE3, Table3Row
 from draw.train import TrainConfig, TrainResult, train
 
 MODELS = ("draw", "draw-noattn")
-# Importance-weight rows per saved chunk of the IS estimate: ~5 minutes of a 2-core CPU for
-# the paper's model (20 images at K = 5000), well under a second on a GPU.
+# Importance-weight rows per saved chunk of the IS estimate: a few minutes of a 2-core CPU for
+# the paper's model (20 images at K = 5000: 2.6 min at 640 rows/s), well under a second on a GPU.
 IS_CHUNK_ROWS = 100_000
 MODEL_LABELS = {"draw": "DRAW (ours)", "draw-noattn": "DRAW without attention (ours)"}
 DATA_FILE = "data.csv"  # the data a run actually used: binarization, sizes, K (one row)
@@ -139,7 +140,10 @@ PRESETS: dict[str, dict[str, NllPreset]] = {
                            _table3("mnist", T=16, read_n=12, write_n=12),
                            _tc(epochs=3, batch_size=64, lr=2e-3, schedule="cosine", warmup_steps=100)),
         # the winner of `bench recipe --preset paper` (results/paper/recipe): lr 1e-3, cosine over 100 epochs
-        "paper": NllPreset(NllData(), 5000, 25000, _table3("mnist"), CANDIDATES[PAPER_RECIPE].train),
+        # K = 5000 rows per pass (one image): on the 2-core EPYC of family 25 the paper's model
+        # weighed 640 rows/s in passes of 5,000 rows against 452 in passes of 25,000 (eager
+        # float32, the cache-sized state wins); a GPU is still busy with 5,000.
+        "paper": NllPreset(NllData(), 5000, 5000, _table3("mnist"), CANDIDATES[PAPER_RECIPE].train),
     },
     "twodigit": {
         "smoke": NllPreset(NllData(128, 32, 32, 8), 4, 256, _table3("twodigit", **_SMOKE),
@@ -308,7 +312,8 @@ class NllBench(Bench):
                         raise OutOfTime(str(job))
 
     @torch.no_grad()
-    def _importance_sampled(self, ctx: RunContext, job: Job, model: DRAW) -> tuple[np.ndarray, float]:
+    def _importance_sampled(self, ctx: RunContext, job: Job, model: DRAW, bound: np.ndarray,
+                            epochs: int) -> tuple[np.ndarray, float]:
         """The importance-sampled NLL of each of the first ``n_is`` test images, and the
         seconds it took (all pieces). With K = 5000 on 10,000 images this is 50 million
         passes of the model: days on a CPU. So the images go in chunks, each saved to
@@ -316,12 +321,16 @@ class NllBench(Bench):
         stops when the time budget ends (:class:`OutOfTime`) or on SIGTERM / Ctrl-C
         (:class:`Interrupted`), and rerunning the same command goes on with the next chunk.
         Every chunk draws from its own seed, so the estimates do not depend on where the
-        pieces ended."""
+        pieces ended. After every chunk, ``is_progress.csv`` in the bench folder says how
+        far the estimate got and what it is on the images done so far, beside the bound
+        (``bound``, per test image) on the same images: table.md reports it while the
+        estimate is unfinished."""
         K, seed = self.cfg.importance_samples, job.seed
         path = ctx.run_dir(job) / f"importance_K{K}.csv"
         per = max(1, IS_CHUNK_ROWS // K)  # images per chunk
         done = pd.read_csv(path) if path.exists() else pd.DataFrame({"chunk": [], "index": []})
         finished, n_done = set(done.chunk.astype(int)), len(done)
+        write_is_progress(ctx.out, job, path, bound, self.n_is, epochs)
         bar = tqdm(total=self.n_is, initial=len(done), desc=f"{MODEL_LABELS[job.model]}: IS NLL (K={K})",
                    disable=not ctx.progress, leave=False, dynamic_ncols=True)
         try:
@@ -342,6 +351,7 @@ class NllBench(Bench):
                     nll = iwae_nll(model.log_importance_weights, x, K, max_rows=self.cfg.max_rows).cpu().numpy()
                     append_csv(path, pd.DataFrame({"chunk": c, "index": idx.numpy(), "nll_is": nll,
                                                    "chunk_s": time.perf_counter() - t0}), key=["chunk", "index"])
+                    write_is_progress(ctx.out, job, path, bound, self.n_is, epochs)
                     bar.update(len(idx))
                     n_done += len(idx)
         finally:
@@ -365,8 +375,11 @@ class NllBench(Bench):
 
         torch.manual_seed(10_000 + seed)
         ev = evaluate_bound(best, self.test_data, tcfg.eval_batch_size)
+        if seed == cfg.seeds[0]:  # before the estimate, which can take days: a stopped run shows its samples
+            for path in draw_figures(best, name, ctx.out, self.test_data, cfg, seed):
+                ctx.echo(f"wrote {path}")
         K = cfg.importance_samples
-        is_nll, is_s = self._importance_sampled(ctx, job, best)
+        is_nll, is_s = self._importance_sampled(ctx, job, best, ev["bound"], len(result.history))
         bound_sub = float(ev["bound"][: self.n_is].mean())
         ctx.echo(f"{name} seed {seed}: test bound {ev['bound'].mean():.2f} nats ({len(self.test_data)} images); on "
                  f"the first {self.n_is}: bound {bound_sub:.2f}, importance-sampled (K={K}) {is_nll.mean():.2f} "
@@ -397,9 +410,6 @@ class NllBench(Bench):
         per_image = pd.DataFrame({"model": name, "seed": seed, "index": np.arange(self.n_is),
                                   "bound": ev["bound"][: self.n_is], "nll_is": is_nll})
         append_csv(ctx.out / "is_per_image.csv", per_image, key=["model", "seed", "index"])
-        if seed == cfg.seeds[0]:
-            for path in draw_figures(best, name, ctx.out, self.test_data, cfg, seed):
-                ctx.echo(f"wrote {path}")
         return rows
 
     @classmethod
@@ -434,6 +444,25 @@ def write_curves(out: Path, model: str, seed: int, history: list[dict]) -> None:
         for r in history
     ])
     append_csv(out / "curves.csv", curves, key=["model", "seed", "epoch"])
+
+
+IS_PROGRESS_FILE = "is_progress.csv"  # how far each model's importance-sampled estimate got
+
+
+def write_is_progress(out: Path, job: Job, chunks: Path, bound: np.ndarray, n_is: int, epochs: int) -> None:
+    """One row per model and seed in ``out/is_progress.csv``: the images whose estimate is
+    done (from the chunk file ``chunks``), the estimate and the bound (``bound``, per test
+    image) on those images, the seconds the estimate took so far, the bound on all test
+    images and the epochs trained. The report reads it while the estimate is unfinished."""
+    done = pd.read_csv(chunks) if chunks.exists() else pd.DataFrame({"chunk": [], "index": [], "nll_is": [],
+                                                                     "chunk_s": []})
+    idx = done["index"].astype(int).to_numpy()
+    row = {"model": job.model, "seed": job.seed, "epochs": epochs, "images_done": len(done), "images": n_is,
+           "nll_is_nats": float(done.nll_is.mean()) if len(done) else float("nan"),
+           "bound_same_images_nats": float(bound[idx].mean()) if len(done) else float("nan"),
+           "is_s": float(done.groupby("chunk").chunk_s.first().sum()) if len(done) else 0.0,
+           "test_bound_nats": float(bound.mean()), "test_images": len(bound)}
+    append_csv(out / IS_PROGRESS_FILE, pd.DataFrame([row]), key=["model", "seed"])
 
 
 @torch.no_grad()
@@ -639,34 +668,57 @@ def table(out: Path, df: pd.DataFrame, cfg: NllConfig) -> str:
 
 
 def _in_progress(out: Path, df: pd.DataFrame, cfg: NllConfig) -> list[str]:
-    """The models still training (no test rows yet): how far each got, from curves.csv."""
-    path = out / "curves.csv"
-    if not path.exists():
-        return []
-    curves = pd.read_csv(path)
+    """The models without test rows yet: how far each got in training (curves.csv) or, once
+    trained, in the importance-sampled estimate (is_progress.csv)."""
     tested = set(df.model) if "model" in df else set()
+    path = out / IS_PROGRESS_FILE
+    sampling = pd.read_csv(path) if path.exists() else pd.DataFrame({"model": [], "seed": []})
+    sampling = sampling[~sampling.model.isin(tested)]
+    in_is = set(zip(sampling.model, sampling.seed.astype(int), strict=True))
+    lines = []
+    if (out / "curves.csv").exists():
+        curves = pd.read_csv(out / "curves.csv")
+        rows = []
+        for model in cfg.models:
+            if model in tested:
+                continue
+            for seed, c in curves[curves.model == model].groupby("seed"):
+                if (model, int(seed)) in in_is:
+                    continue
+                c = c.sort_values("epoch")
+                last, best = c.iloc[-1], c.loc[c.valid_bound.idxmin()]
+                fall = f"{c.valid_bound.iloc[-2] - last.valid_bound:.2f}" if len(c) >= 2 else ""
+                rows.append({"model": MODEL_LABELS[model], "seed": int(seed),
+                             "epochs done": f"{int(last.epoch)} of {cfg.train.epochs}",
+                             "wall time (h)": f"{last.seconds / 3600:.2f}",
+                             "validation bound (nats)": f"{last.valid_bound:.2f}",
+                             "best (epoch)": f"{best.valid_bound:.2f} ({int(best.epoch)})",
+                             "fall in the last epoch": fall})
+        if rows:
+            lines += ["", "## Still training", "",
+                      f"These models have not finished their {cfg.train.epochs} epochs: their test rows appear when "
+                      "every model has. The models train in turns, one epoch each, so at every stop they stand at the "
+                      "same epoch (within one). Rerun the same command to continue from the checkpoints. Validation "
+                      "bound after each model's last finished epoch (wall time includes compilation and validation):",
+                      "", markdown_table(pd.DataFrame(rows))]
     rows = []
     for model in cfg.models:
-        if model in tested:
-            continue
-        for seed, c in curves[curves.model == model].groupby("seed"):
-            c = c.sort_values("epoch")
-            last, best = c.iloc[-1], c.loc[c.valid_bound.idxmin()]
-            fall = f"{c.valid_bound.iloc[-2] - last.valid_bound:.2f}" if len(c) >= 2 else ""
-            rows.append({"model": MODEL_LABELS[model], "seed": int(seed),
-                         "epochs done": f"{int(last.epoch)} of {cfg.train.epochs}",
-                         "wall time (h)": f"{last.seconds / 3600:.2f}",
-                         "validation bound (nats)": f"{last.valid_bound:.2f}",
-                         "best (epoch)": f"{best.valid_bound:.2f} ({int(best.epoch)})",
-                         "fall in the last epoch": fall})
-    if not rows:
-        return []
-    return ["", "## Still training", "",
-            f"These models have not finished their {cfg.train.epochs} epochs: their test rows appear when every model "
-            "has. The models train in turns, one epoch each, so at every stop they stand at the same epoch (within "
-            "one). Rerun the same command to continue from the checkpoints. Validation bound after each model's "
-            "last finished epoch (wall time includes compilation and validation):", "",
-            markdown_table(pd.DataFrame(rows))]
+        for _, r in sampling[sampling.model == model].sort_values("seed").iterrows():
+            some = r.images_done > 0
+            rows.append({"model": MODEL_LABELS[model], "seed": int(r.seed), "epochs": int(r.epochs),
+                         f"test bound, {int(r.test_images):,} images (nats)": f"≤ {r.test_bound_nats:.2f}",
+                         "images estimated": f"{int(r.images_done):,} of {int(r.images):,}",
+                         "IS estimate on them (nats)": f"≈ {r.nll_is_nats:.2f}" if some else "",
+                         "bound on them (nats)": f"≤ {r.bound_same_images_nats:.2f}" if some else "",
+                         "IS time (h)": f"{r.is_s / 3600:.2f}"})
+    if rows:
+        lines += ["", "## Importance sampling in progress", "",
+                  f"These models have finished training; their best checkpoints' bound on the test images is known, "
+                  f"and the importance-sampled estimate (K = {cfg.importance_samples}) is computed a few images at a "
+                  "time, saved as it goes. The estimate so far covers the first test images only, so read it beside "
+                  "the bound on the same images. Rerun the same command to continue:", "",
+                  markdown_table(pd.DataFrame(rows))]
+    return lines
 
 
 def _still_learning(out: Path, cfg: NllConfig) -> list[str]:
