@@ -375,7 +375,7 @@ def test_importance_sampling_resumes_chunk_by_chunk_to_the_same_estimates(fake_m
     from draw.fast import SpeedConfig
     from draw.interrupt import Interrupted
 
-    cfg = nll.bench_config("smoke", models=["draw"], speed=SpeedConfig())
+    cfg = nll.bench_config("smoke", speed=SpeedConfig())  # both models
     monkeypatch.setattr(nll, "IS_CHUNK_ROWS", 4 * cfg.importance_samples)  # 4 images per chunk
     n_chunks = -(-cfg.data.n_is // 4)
     assert n_chunks >= 3
@@ -397,24 +397,28 @@ def test_importance_sampling_resumes_chunk_by_chunk_to_the_same_estimates(fake_m
         run(out)
     saved = pd.read_csv(out / "runs" / "draw-seed0" / f"importance_K{cfg.importance_samples}.csv")
     assert sorted(set(saved.chunk)) == [0, 1] and not (out / "results.csv").exists()
-    # the stopped bench already shows the trained model's samples and the estimate so far
-    assert (out / "samples_draw.png").exists() and (out / "drawing_draw.gif").exists()
-    progress = pd.read_csv(out / nll.IS_PROGRESS_FILE).iloc[0]
-    assert (progress.images_done, progress.images) == (8, cfg.data.n_is)
-    assert progress.nll_is_nats == pytest.approx(saved.nll_is.mean())
+    # the stopped bench already shows both trained models' samples, test bounds and the estimate so far
+    for model in ("draw", "draw-noattn"):
+        assert (out / f"samples_{model}.png").exists() and (out / f"drawing_{model}.gif").exists()
+    progress = pd.read_csv(out / nll.IS_PROGRESS_FILE).set_index("model")
+    assert (progress.images_done["draw"], progress.images["draw"]) == (8, cfg.data.n_is)
+    assert progress.images_done["draw-noattn"] == 0
+    assert progress.nll_is_nats["draw"] == pytest.approx(saved.nll_is.mean())
     table = (out / "table.md").read_text()
     assert "## Importance sampling in progress" in table and "## Still training" not in table
     assert f"| 8 of {cfg.data.n_is} | ≈ {saved.nll_is.mean():.2f} |" in table
+    assert f"with attention {progress.test_bound_nats['draw']:.2f}, without" in table
     calls["n"] = 0
     # a spent time budget stops before the next chunk too (and the run is not complete)
     assert not run_bench(nll.NllBench(cfg), out, device="cpu", progress=False, echo=lambda m: None, max_minutes=0)
     assert calls["n"] == 0
     assert run(out)
-    assert calls["n"] == n_chunks - 2  # only the chunks left
+    assert calls["n"] == 2 * n_chunks - 2  # only the chunks left: the rest of draw's, all of draw-noattn's
     a, b = pd.read_csv(tmp_path / "ref" / "is_per_image.csv"), pd.read_csv(out / "is_per_image.csv")
     np.testing.assert_array_equal(a.nll_is.to_numpy(), b.nll_is.to_numpy())
-    progress = pd.read_csv(out / nll.IS_PROGRESS_FILE).iloc[0]  # the last chunk's row: every image, as the results
-    assert progress.images_done == cfg.data.n_is
-    assert progress.bound_same_images_nats == pytest.approx(b.bound.mean())
-    assert progress.nll_is_nats == pytest.approx(b.nll_is.mean())
+    progress = pd.read_csv(out / nll.IS_PROGRESS_FILE).set_index("model")  # after the last chunks: every image
+    for model, mine in b.groupby("model"):
+        assert progress.images_done[model] == cfg.data.n_is
+        assert progress.bound_same_images_nats[model] == pytest.approx(mine.bound.mean())
+        assert progress.nll_is_nats[model] == pytest.approx(mine.nll_is.mean())
     assert "in progress" not in (out / "table.md").read_text()
