@@ -265,9 +265,12 @@ class NllBench(Bench):
                        "importance_samples": cfg.importance_samples, "importance_sampled_images": self.n_is,
                        "checkpoint": "best.pt: the epoch with the lowest validation bound"}
         append_csv(ctx.out / DATA_FILE, pd.DataFrame([self.record]), key=["dataset"])
-        self._train_in_turns(ctx, todo)  # every job needs its model trained; the jobs then only evaluate
-        # every model's test bound and figures before any importance sampling, which can take days
+        # all the long work, in turns so that the models stand level at every stop: training,
+        # then every model's test bound and figures, then the importance-sampled estimates;
+        # the jobs then only read what is done and write their rows
+        self._train_in_turns(ctx, todo)
         self.trained = {job: self._evaluate(ctx, job) for job in todo}
+        self._sample_in_turns(ctx, todo)
 
     def data_record(self) -> dict | None:
         return getattr(self, "record", None)
@@ -322,52 +325,62 @@ class NllBench(Bench):
                     elif done[job] < until:
                         raise OutOfTime(str(job))
 
+    def _is_path(self, ctx: RunContext, job: Job) -> Path:
+        return ctx.run_dir(job) / f"importance_K{self.cfg.importance_samples}.csv"
+
     @torch.no_grad()
-    def _importance_sampled(self, ctx: RunContext, job: Job, model: DRAW, bound: np.ndarray,
-                            epochs: int) -> tuple[np.ndarray, float]:
-        """The importance-sampled NLL of each of the first ``n_is`` test images, and the
-        seconds it took (all pieces). With K = 5000 on 10,000 images this is 50 million
-        passes of the model: days on a CPU. So the images go in chunks, each saved to
-        ``runs/<model>-seed<k>/importance_K<K>.csv`` as it finishes; between chunks the work
+    def _sample_in_turns(self, ctx: RunContext, todo: list[Job]) -> None:
+        """The importance-sampled NLL of the first ``n_is`` test images for every trained
+        model, one chunk of images of each model in turn. With K = 5000 on 10,000 images
+        this is 50 million passes of a model: days on a CPU. So the images go in chunks,
+        each saved to ``runs/<model>-seed<k>/importance_K<K>.csv`` as it finishes, with
+        ``is_progress.csv`` updated (see :func:`write_is_progress`); between chunks the work
         stops when the time budget ends (:class:`OutOfTime`) or on SIGTERM / Ctrl-C
         (:class:`Interrupted`), and rerunning the same command goes on with the next chunk.
+        In turns, the models' estimates cover the same test images whenever a piece ends.
         Every chunk draws from its own seed, so the estimates do not depend on where the
-        pieces ended. After every chunk, ``is_progress.csv`` in the bench folder says how
-        far the estimate got and what it is on the images done so far, beside the bound
-        (``bound``, per test image) on the same images: table.md reports it while the
-        estimate is unfinished."""
-        K, seed = self.cfg.importance_samples, job.seed
-        path = ctx.run_dir(job) / f"importance_K{K}.csv"
+        pieces ended."""
+        K = self.cfg.importance_samples
         per = max(1, IS_CHUNK_ROWS // K)  # images per chunk
-        done = pd.read_csv(path) if path.exists() else pd.DataFrame({"chunk": [], "index": []})
-        finished, n_done = set(done.chunk.astype(int)), len(done)
-        bar = tqdm(total=self.n_is, initial=len(done), desc=f"{MODEL_LABELS[job.model]}: IS NLL (K={K})",
+        left: dict[Job, list[tuple[int, int]]] = {}
+        for job in todo:
+            path = self._is_path(ctx, job)
+            done = set(pd.read_csv(path).chunk.astype(int)) if path.exists() else set()
+            left[job] = [(c, start) for c, start in enumerate(range(0, self.n_is, per)) if c not in done]
+        total = self.n_is * len(todo)
+        n_done = total - sum(min(start + per, self.n_is) - start for chunks in left.values() for _, start in chunks)
+        bar = tqdm(total=total, initial=n_done, desc=f"IS NLL (K={K}), {len(todo)} model(s) in turns",
                    disable=not ctx.progress, leave=False, dynamic_ncols=True)
         try:
             with StopOnSignal() as stop:
-                for c, start in enumerate(range(0, self.n_is, per)):
-                    if c in finished:
-                        continue
-                    if stop.signum is not None:
-                        raise Interrupted(f"{stop.name}: importance sampling of {job} stopped after {n_done:,} of "
-                                          f"{self.n_is:,} images, saved in {path}; rerun the same command to "
-                                          "continue", stop.signum)
-                    if ctx.deadline is not None and time.monotonic() > ctx.deadline:
-                        raise OutOfTime(str(job))
-                    torch.manual_seed(20_000_000 + 1_000_003 * seed + c)
-                    t0 = time.perf_counter()
-                    idx = torch.arange(start, min(start + per, self.n_is))
-                    x, _ = self.test_data.batch(idx.to(self.test_data.device))
-                    nll = iwae_nll(model.log_importance_weights, x, K, max_rows=self.cfg.max_rows).cpu().numpy()
-                    append_csv(path, pd.DataFrame({"chunk": c, "index": idx.numpy(), "nll_is": nll,
-                                                   "chunk_s": time.perf_counter() - t0}), key=["chunk", "index"])
-                    write_is_progress(ctx.out, job, path, bound, self.n_is, epochs)
-                    bar.update(len(idx))
-                    n_done += len(idx)
+                while any(left.values()):
+                    for job in todo:
+                        if not left[job]:
+                            continue
+                        if stop.signum is not None:
+                            raise Interrupted(f"{stop.name}: importance sampling stopped after {n_done:,} of "
+                                              f"{total:,} images (all models), saved in the run folders; rerun the "
+                                              "same command to continue", stop.signum)
+                        if ctx.deadline is not None and time.monotonic() > ctx.deadline:
+                            raise OutOfTime(str(job))
+                        c, start = left[job].pop(0)
+                        self._is_chunk(ctx, job, c, start, min(start + per, self.n_is))
+                        bar.update(min(start + per, self.n_is) - start)
+                        n_done += min(start + per, self.n_is) - start
         finally:
             bar.close()
-        done = pd.read_csv(path).sort_values("index")
-        return done.nll_is.to_numpy(), float(done.groupby("chunk").chunk_s.first().sum())
+
+    def _is_chunk(self, ctx: RunContext, job: Job, c: int, start: int, stop: int) -> None:
+        """Chunk ``c`` of ``job``'s estimate: test images ``start:stop``, appended to its file."""
+        K, path, t = self.cfg.importance_samples, self._is_path(ctx, job), self.trained[job]
+        torch.manual_seed(20_000_000 + 1_000_003 * job.seed + c)
+        t0 = time.perf_counter()
+        idx = torch.arange(start, stop)
+        x, _ = self.test_data.batch(idx.to(self.test_data.device))
+        nll = iwae_nll(t.model.log_importance_weights, x, K, max_rows=self.cfg.max_rows).cpu().numpy()
+        append_csv(path, pd.DataFrame({"chunk": c, "index": idx.numpy(), "nll_is": nll,
+                                       "chunk_s": time.perf_counter() - t0}), key=["chunk", "index"])
+        write_is_progress(ctx.out, job, path, t.bound["bound"], self.n_is, len(t.result.history))
 
     def _evaluate(self, ctx: RunContext, job: Job) -> _Trained:
         """Finish ``job``'s training if it is the last model left (else it is done), then
@@ -390,9 +403,7 @@ class NllBench(Bench):
         if seed == cfg.seeds[0]:
             for path in draw_figures(best, name, ctx.out, self.test_data, cfg, seed):
                 ctx.echo(f"wrote {path}")
-        K = cfg.importance_samples
-        write_is_progress(ctx.out, job, ctx.run_dir(job) / f"importance_K{K}.csv", ev["bound"], self.n_is,
-                          len(result.history))
+        write_is_progress(ctx.out, job, self._is_path(ctx, job), ev["bound"], self.n_is, len(result.history))
         return _Trained(result, best, ev)
 
     def run_job(self, ctx: RunContext, job: Job) -> list[dict]:
@@ -401,7 +412,8 @@ class NllBench(Bench):
         result, best, ev = (t := self.trained[job]).result, t.model, t.bound
         n_params = sum(p.numel() for p in best.parameters())
         K = cfg.importance_samples
-        is_nll, is_s = self._importance_sampled(ctx, job, best, ev["bound"], len(result.history))
+        done = pd.read_csv(self._is_path(ctx, job)).sort_values("index")  # every chunk: see setup
+        is_nll, is_s = done.nll_is.to_numpy(), float(done.groupby("chunk").chunk_s.first().sum())
         bound_sub = float(ev["bound"][: self.n_is].mean())
         ctx.echo(f"{name} seed {seed}: test bound {ev['bound'].mean():.2f} nats ({len(self.test_data)} images); on "
                  f"the first {self.n_is}: bound {bound_sub:.2f}, importance-sampled (K={K}) {is_nll.mean():.2f} "
@@ -737,7 +749,7 @@ def _in_progress(out: Path, df: pd.DataFrame, cfg: NllConfig) -> list[str]:
         lines += ["", "## Importance sampling in progress", "",
                   f"These models have finished training; their best checkpoints' bound on the test images is known, "
                   f"and the importance-sampled estimate (K = {cfg.importance_samples}) is computed a few images at a "
-                  "time, saved as it goes. The estimate so far covers the first test images only, so read it beside "
+                  "time, the models in turns, saved as it goes. The estimate so far covers the first test images only, so read it beside "
                   "the bound on the same images. Rerun the same command to continue:", "",
                   markdown_table(pd.DataFrame(rows))]
         bounds = sampling.groupby("model").test_bound_nats.mean()

@@ -364,9 +364,10 @@ def test_bench_nll_trains_its_models_in_turns_and_reports_a_stopped_run(fake_mni
 
 
 def test_importance_sampling_resumes_chunk_by_chunk_to_the_same_estimates(fake_mnist_dir, tmp_path, monkeypatch):
-    """SIGTERM during the second chunk of the IS estimate: that chunk is saved, the bench
-    stops; the rerun computes only the rest, and every image's estimate equals that of an
-    uninterrupted run (each chunk draws from its own seed)."""
+    """SIGTERM during the third chunk of the IS estimates (the models take chunks in turns):
+    that chunk is saved, the bench stops; the rerun computes only the rest, and every
+    image's estimate equals that of an uninterrupted run (each chunk draws from its own
+    seed)."""
     import os
     import signal
 
@@ -387,22 +388,25 @@ def test_importance_sampling_resumes_chunk_by_chunk_to_the_same_estimates(fake_m
 
     def terminated(*args, **kw):
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == 3 and not calls.get("killed"):
+            calls["killed"] = True
             os.kill(os.getpid(), signal.SIGTERM)
         return real(*args, **kw)
 
     monkeypatch.setattr(nll, "iwae_nll", terminated)
     out = tmp_path / "cut"
-    with pytest.raises(Interrupted, match="importance sampling of draw seed 0 stopped after 8 of"):
+    with pytest.raises(Interrupted, match=f"importance sampling stopped after 12 of {2 * cfg.data.n_is} images"):
         run(out)
     saved = pd.read_csv(out / "runs" / "draw-seed0" / f"importance_K{cfg.importance_samples}.csv")
     assert sorted(set(saved.chunk)) == [0, 1] and not (out / "results.csv").exists()
+    other = pd.read_csv(out / "runs" / "draw-noattn-seed0" / f"importance_K{cfg.importance_samples}.csv")
+    assert sorted(set(other.chunk)) == [0]
     # the stopped bench already shows both trained models' samples, test bounds and the estimate so far
     for model in ("draw", "draw-noattn"):
         assert (out / f"samples_{model}.png").exists() and (out / f"drawing_{model}.gif").exists()
     progress = pd.read_csv(out / nll.IS_PROGRESS_FILE).set_index("model")
     assert (progress.images_done["draw"], progress.images["draw"]) == (8, cfg.data.n_is)
-    assert progress.images_done["draw-noattn"] == 0
+    assert progress.images_done["draw-noattn"] == 4
     assert progress.nll_is_nats["draw"] == pytest.approx(saved.nll_is.mean())
     table = (out / "table.md").read_text()
     assert "## Importance sampling in progress" in table and "## Still training" not in table
@@ -413,7 +417,7 @@ def test_importance_sampling_resumes_chunk_by_chunk_to_the_same_estimates(fake_m
     assert not run_bench(nll.NllBench(cfg), out, device="cpu", progress=False, echo=lambda m: None, max_minutes=0)
     assert calls["n"] == 0
     assert run(out)
-    assert calls["n"] == 2 * n_chunks - 2  # only the chunks left: the rest of draw's, all of draw-noattn's
+    assert calls["n"] == 2 * n_chunks - 3  # only the chunks left
     a, b = pd.read_csv(tmp_path / "ref" / "is_per_image.csv"), pd.read_csv(out / "is_per_image.csv")
     np.testing.assert_array_equal(a.nll_is.to_numpy(), b.nll_is.to_numpy())
     progress = pd.read_csv(out / nll.IS_PROGRESS_FILE).set_index("model")  # after the last chunks: every image
