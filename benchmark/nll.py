@@ -10,9 +10,10 @@ CSVs, and, from the best checkpoints, sample grids, drawing GIFs, the paper-styl
 sequence and where the encoder looked. Every model trains in its own checkpointed run
 folder, the models in turns, one epoch each (equal budgets whenever a piece of a long run
 ends; table.md then shows them "still training"); once they are trained, every model's test
-bound and figures come first, then the importance-sampled estimates, saved chunk by chunk
-(table.md shows each on the images done so far, beside the bound on the same images). Rerunning a stopped bench
-with the same command resumes what was unfinished and skips finished models.
+bound and figures come first, then the importance-sampled estimates, the models in turns
+again, saved chunk by chunk (table.md shows each on the images done so far, beside the
+bound on the same images). Rerunning a stopped bench with the same command resumes what
+was unfinished and skips finished models.
 """
 
 from __future__ import annotations
