@@ -344,13 +344,14 @@ class NllBench(Bench):
         pieces ended."""
         K = self.cfg.importance_samples
         per = max(1, IS_CHUNK_ROWS // K)  # images per chunk
-        left: dict[Job, list[tuple[int, int]]] = {}
+        left: dict[Job, list[tuple[int, int, int]]] = {}  # the chunks to do: (chunk, first image, end)
         for job in todo:
             path = self._is_path(ctx, job)
             done = set(pd.read_csv(path).chunk.astype(int)) if path.exists() else set()
-            left[job] = [(c, start) for c, start in enumerate(range(0, self.n_is, per)) if c not in done]
+            left[job] = [(c, start, min(start + per, self.n_is))
+                         for c, start in enumerate(range(0, self.n_is, per)) if c not in done]
         total = self.n_is * len(todo)
-        n_done = total - sum(min(start + per, self.n_is) - start for chunks in left.values() for _, start in chunks)
+        n_done = total - sum(end - start for chunks in left.values() for _, start, end in chunks)
         bar = tqdm(total=total, initial=n_done, desc=f"IS NLL (K={K}), {len(todo)} model(s) in turns",
                    disable=not ctx.progress, leave=False, dynamic_ncols=True)
         try:
@@ -365,10 +366,10 @@ class NllBench(Bench):
                                               "same command to continue", stop.signum)
                         if ctx.deadline is not None and time.monotonic() > ctx.deadline:
                             raise OutOfTime(str(job))
-                        c, start = left[job].pop(0)
-                        self._is_chunk(ctx, job, c, start, min(start + per, self.n_is))
-                        bar.update(min(start + per, self.n_is) - start)
-                        n_done += min(start + per, self.n_is) - start
+                        c, start, end = left[job].pop(0)
+                        self._is_chunk(ctx, job, c, start, end)
+                        bar.update(end - start)
+                        n_done += end - start
         finally:
             bar.close()
 
@@ -415,7 +416,7 @@ class NllBench(Bench):
         n_params = sum(p.numel() for p in best.parameters())
         K = cfg.importance_samples
         done = pd.read_csv(self._is_path(ctx, job)).sort_values("index")  # every chunk: see setup
-        is_nll, is_s = done.nll_is.to_numpy(), float(done.groupby("chunk").chunk_s.first().sum())
+        is_nll, is_s = done.nll_is.to_numpy(), is_seconds(done)
         bound_sub = float(ev["bound"][: self.n_is].mean())
         ctx.echo(f"{name} seed {seed}: test bound {ev['bound'].mean():.2f} nats ({len(self.test_data)} images); on "
                  f"the first {self.n_is}: bound {bound_sub:.2f}, importance-sampled (K={K}) {is_nll.mean():.2f} "
@@ -485,6 +486,11 @@ def write_curves(out: Path, model: str, seed: int, history: list[dict]) -> None:
 IS_PROGRESS_FILE = "is_progress.csv"  # how far each model's importance-sampled estimate got
 
 
+def is_seconds(done: pd.DataFrame) -> float:
+    """The seconds an estimate's chunks took, from its chunk file's rows (one time per chunk)."""
+    return float(done.groupby("chunk").chunk_s.first().sum()) if len(done) else 0.0
+
+
 def write_is_progress(out: Path, job: Job, chunks: Path, bound: np.ndarray, n_is: int, epochs: int) -> None:
     """One row per model and seed in ``out/is_progress.csv``: the images whose estimate is
     done (from the chunk file ``chunks``), the estimate and the bound (``bound``, per test
@@ -496,7 +502,7 @@ def write_is_progress(out: Path, job: Job, chunks: Path, bound: np.ndarray, n_is
     row = {"model": job.model, "seed": job.seed, "epochs": epochs, "images_done": len(done), "images": n_is,
            "nll_is_nats": float(done.nll_is.mean()) if len(done) else float("nan"),
            "bound_same_images_nats": float(bound[idx].mean()) if len(done) else float("nan"),
-           "is_s": float(done.groupby("chunk").chunk_s.first().sum()) if len(done) else 0.0,
+           "is_s": is_seconds(done),
            "test_bound_nats": float(bound.mean()), "test_images": len(bound)}
     append_csv(out / IS_PROGRESS_FILE, pd.DataFrame([row]), key=["model", "seed"])
 
