@@ -131,7 +131,7 @@ _SMOKE = {"T": 4, "read_n": 2, "write_n": 3, "lstm_size": 32, "z_size": 8}
 # 98.76 (109.27 and 101.30 after epochs 1 and 2), without attention 101.85 (112.26, 104.25); with
 # 2x2 / 5x5 and T=64 the model without attention stays ahead for 7 of the paper preset's epochs
 # (100.96 against 100.49 at epoch 7), and from epoch 8 the attention model leads (98.44 against
-# 99.82; 97.88 against 99.16 at epoch 9: the paper preset's run on a 2-core EPYC of family 25).
+# 99.82; 91.74 against 96.27 at epoch 15: the paper preset's run on a 2-core EPYC of family 25).
 # "paper" is Table 3's model trained to convergence with K=5000; "smoke" runs in seconds for tests. Section 4.3 (two-digit MNIST) gives no settings beyond
 # "60x60 with two digits": we use its MNIST model on the larger canvas.
 PRESETS: dict[str, dict[str, NllPreset]] = {
