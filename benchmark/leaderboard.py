@@ -10,8 +10,10 @@ Each folder is a bench output folder (``config.json`` with ``config.bench`` and 
   the number of axes scored (6 in a full run; each folder is scored against its own conv2);
   ranked by mCE, then relative mCE, then clean error (a folder without the reference has no
   mCE: its models rank last, by clean error);
-- ``nll``: every (folder, preset, data set, model) with the importance-sampled NLL (and the
-  bound); ranked by the importance-sampled NLL.
+- ``nll``: every (folder, preset, data set, model) with the importance-sampled NLL of the
+  whole test set (and the bound), estimated where the bench sampled only some test images
+  (``nll_is_test_nats``; folders of older versions give the mean over their first images,
+  and say so); ranked by it.
 
 Only the files are read (no config is rebuilt), so folders of older versions rank too.
 """
@@ -19,6 +21,7 @@ Only the files are read (no config is rebuilt), so folders of older versions ran
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -107,10 +110,16 @@ def _nll(folder: Path, cfg: dict, df: pd.DataFrame) -> list[dict]:
     rows = []
     for model in dict.fromkeys(df[df.metric == "nll_is_nats"].model):
         m = df[df.model == model]
-        est, sd, n = _stats(m[m.metric == "nll_is_nats"].value)
+        sample = m[m.metric == "nll_is_nats"]  # the mean over the sampled images, split names them
+        split = sample.split.iloc[0]
+        whole = m[m.metric == "nll_is_test_nats"]  # the whole test set (estimated from a random sample)
+        est, sd, n = _stats((whole if len(whole) else sample).value)
+        count = re.sub(r"\D", "", split)  # test, test[1000 random] (a sample) or test[:1000] (older versions)
+        images = "all" if split == "test" else f"{count} random, all estimated" if len(whole) else f"first {count} only"
         bound, _, _ = _stats(m[(m.metric == "nll_bound_nats") & (m.split == "test")].value)
         rows.append({"folder": str(folder), "preset": cfg.get("preset", ""), "dataset": cfg.get("dataset", "mnist"),
-                     "model": model, "nll_is_nats": est, "sd": sd, "nll_bound_nats": bound, "seeds": n})
+                     "model": model, "nll_is_nats": est, "sd": sd, "is_images": images, "nll_bound_nats": bound,
+                     "seeds": n})
     return rows
 
 
@@ -157,7 +166,7 @@ def _display(name: str, board: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "rank": board["rank"], "model": board.model, "preset": board.preset, "data set": board.dataset,
         "NLL, importance-sampled (nats)": [_fmt(m, s) for m, s in zip(board.nll_is_nats, board.sd, strict=True)],
-        "NLL bound (nats)": [_fmt(v, np.nan) for v in board.nll_bound_nats],
+        "NLL bound (nats)": [_fmt(v, np.nan) for v in board.nll_bound_nats], "test images sampled": board.is_images,
         "seeds": board.seeds, "folder": board.folder})
 
 
@@ -167,8 +176,9 @@ _TITLES = {
                    "form; 100 = the 2-layer conv baseline; mean over seeds, ± sd); lower is better. Each folder's "
                    "models are scored against that folder's conv baseline (a folder without it has no mCE); compare "
                    "mCE between rows with the same axes scored."),
-    "nll": ("Negative log-likelihood", "Ranked by the importance-sampled NLL (nats per image, mean over seeds, ± sd); "
-            "lower is better. Compare only within one data set."),
+    "nll": ("Negative log-likelihood", "Ranked by the importance-sampled NLL of the whole test set (nats per image, mean "
+            "over seeds, ± sd), estimated from the random sample where only some test images were sampled; lower is "
+            "better. Compare only within one data set."),
 }
 
 

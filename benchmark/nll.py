@@ -51,6 +51,8 @@ MODELS = ("draw", "draw-noattn")
 # Importance-weight rows per saved chunk of the IS estimate: a few minutes of a 2-core CPU for
 # the paper's model (20 images at K = 5000: 2.6 min at 640 rows/s), well under a second on a GPU.
 IS_CHUNK_ROWS = 100_000
+# The seed of the order in which the IS estimate visits the test images (see is_order).
+IS_ORDER_SEED = 150204623  # the paper's arXiv number
 MODEL_LABELS = {"draw": "DRAW (ours)", "draw-noattn": "DRAW without attention (ours)"}
 DATA_FILE = "data.csv"  # the data a run actually used: binarization, sizes, K (one row)
 # What a data source name means, for table.md.
@@ -72,7 +74,7 @@ class NllData:
     n_train: int | None = None
     n_valid: int | None = None
     n_test: int | None = None
-    n_is: int | None = None  # the first n_is test images
+    n_is: int | None = None  # test images in the IS estimate: the first n_is of is_order's random order
     seed: int = 0  # two-digit MNIST's layout seed
 
 
@@ -255,12 +257,13 @@ class NllBench(Bench):
         valid_data, _ = load_split(cfg, "valid", ctx.data_dir)
         test_data, _ = load_split(cfg, "test", ctx.data_dir)
         self.n_is = len(test_data) if cfg.data.n_is is None else min(cfg.data.n_is, len(test_data))
+        self.is_images = is_order(len(test_data))[: self.n_is]  # the test images of the estimate, in order
         ctx.echo(f"data: {cfg.dataset} ({self.source}); {len(train_data)} train / {len(valid_data)} valid / "
-                 f"{len(test_data)} test images; importance sampling: K={cfg.importance_samples} on the first "
-                 f"{self.n_is} test images; speed: {cfg.speed.label()}")
+                 f"{len(test_data)} test images; importance sampling: K={cfg.importance_samples} on "
+                 f"{self.n_is} test images in a fixed random order; speed: {cfg.speed.label()}")
         self.train_data, self.valid_data = train_data.to(ctx.device), valid_data.to(ctx.device)
         self.test_data = test_data.to(ctx.device)
-        self.is_split = "test" if self.n_is == len(test_data) else f"test[:{self.n_is}]"
+        self.is_split = "test" if self.n_is == len(test_data) else f"test[{self.n_is} random]"
         # the protocol, where the results are read (table.md, from this CSV; config.json's "data")
         self.record = {"dataset": cfg.dataset, "source": self.source, "train_images": len(train_data),
                        "valid_images": len(valid_data), "test_images": len(test_data),
@@ -332,24 +335,34 @@ class NllBench(Bench):
 
     @torch.no_grad()
     def _sample_in_turns(self, ctx: RunContext, todo: list[Job]) -> None:
-        """The importance-sampled NLL of the first ``n_is`` test images for every trained
-        model, one chunk of images of each model in turn. With K = 5000 on 10,000 images
+        """The importance-sampled NLL of the ``n_is`` test images (``self.is_images``, in
+        :func:`is_order`'s random order) for every trained model, one chunk of images of
+        each model in turn. With K = 5000 on 10,000 images
         this is 50 million passes of a model: days on a CPU. So the images go in chunks,
         each saved to ``runs/<model>-seed<k>/importance_K<K>.csv`` as it finishes, with
         ``is_progress.csv`` updated (see :func:`write_is_progress`); between chunks the work
         stops when the time budget ends (:class:`OutOfTime`) or on SIGTERM / Ctrl-C
         (:class:`Interrupted`), and rerunning the same command goes on with the next chunk.
-        In turns, the models' estimates cover the same test images whenever a piece ends.
+        In turns, the models' estimates cover the same test images whenever a piece ends,
+        and in the random order those images are a uniform sample of the test set, from
+        which table.md estimates the whole test set's NLL (:func:`whole_test_estimate`).
         Every chunk draws from its own seed, so the estimates do not depend on where the
         pieces ended."""
         K = self.cfg.importance_samples
         per = max(1, IS_CHUNK_ROWS // K)  # images per chunk
         left: dict[Job, list[tuple[int, int, int]]] = {}  # the chunks to do: (chunk, first image, end)
+        plan = [(c, start, min(start + per, self.n_is)) for c, start in enumerate(range(0, self.n_is, per))]
         for job in todo:
             path = self._is_path(ctx, job)
-            done = set(pd.read_csv(path).chunk.astype(int)) if path.exists() else set()
-            left[job] = [(c, start, min(start + per, self.n_is))
-                         for c, start in enumerate(range(0, self.n_is, per)) if c not in done]
+            saved = pd.read_csv(path) if path.exists() else pd.DataFrame({"chunk": [], "index": []})
+            for c, images in saved.groupby("chunk"):
+                c = int(c)
+                if c >= len(plan) or set(images["index"]) != set(self.is_images[plan[c][1]:plan[c][2]].tolist()):
+                    raise RuntimeError(f"{path}: chunk {c} holds other test images than this version plans for it "
+                                       f"(the image order or IS_CHUNK_ROWS changed since it was saved); move the "
+                                       "file away to start this model's estimate again")
+            done = set(saved.chunk.astype(int))
+            left[job] = [chunk for chunk in plan if chunk[0] not in done]
         total = self.n_is * len(todo)
         n_done = total - sum(end - start for chunks in left.values() for _, start, end in chunks)
         bar = tqdm(total=total, initial=n_done, desc=f"IS NLL (K={K}), {len(todo)} model(s) in turns",
@@ -374,11 +387,12 @@ class NllBench(Bench):
             bar.close()
 
     def _is_chunk(self, ctx: RunContext, job: Job, c: int, start: int, stop: int) -> None:
-        """Chunk ``c`` of ``job``'s estimate: test images ``start:stop``, appended to its file."""
+        """Chunk ``c`` of ``job``'s estimate: the test images ``is_images[start:stop]``,
+        appended to its file."""
         K, path, t = self.cfg.importance_samples, self._is_path(ctx, job), self.trained[job]
         torch.manual_seed(20_000_000 + 1_000_003 * job.seed + c)
         t0 = time.perf_counter()
-        idx = torch.arange(start, stop)
+        idx = torch.from_numpy(self.is_images[start:stop])
         x, _ = self.test_data.batch(idx.to(self.test_data.device))
         nll = iwae_nll(t.model.log_importance_weights, x, K, max_rows=self.cfg.max_rows).cpu().numpy()
         append_csv(path, pd.DataFrame({"chunk": c, "index": idx.numpy(), "nll_is": nll,
@@ -415,12 +429,14 @@ class NllBench(Bench):
         result, best, ev = (t := self.trained[job]).result, t.model, t.bound
         n_params = sum(p.numel() for p in best.parameters())
         K = cfg.importance_samples
-        done = pd.read_csv(self._is_path(ctx, job)).sort_values("index")  # every chunk: see setup
-        is_nll, is_s = done.nll_is.to_numpy(), is_seconds(done)
-        bound_sub = float(ev["bound"][: self.n_is].mean())
+        done = pd.read_csv(self._is_path(ctx, job))  # every chunk: see setup
+        is_nll, is_s = done.set_index("index").nll_is.loc[self.is_images].to_numpy(), is_seconds(done)
+        bound_sub = float(ev["bound"][self.is_images].mean())
+        whole, whole_se = whole_test_estimate(ev["bound"], self.is_images, is_nll)
         ctx.echo(f"{name} seed {seed}: test bound {ev['bound'].mean():.2f} nats ({len(self.test_data)} images); on "
-                 f"the first {self.n_is}: bound {bound_sub:.2f}, importance-sampled (K={K}) {is_nll.mean():.2f} "
-                 f"[{is_s:.0f} s]; best epoch {result.best.get('epoch')}, {result.images_per_s:.0f} images/s")
+                 f"{self.n_is} of them: bound {bound_sub:.2f}, importance-sampled (K={K}) {is_nll.mean():.2f} "
+                 f"[{is_s:.0f} s], for all test images {whole:.2f} ± {whole_se:.2f}; best epoch "
+                 f"{result.best.get('epoch')}, {result.images_per_s:.0f} images/s")
 
         base = {"bench": "nll", "model": name, "variant": mcfg.describe(), "preset": cfg.preset, "seed": seed}
         best_row = next(r for r in result.history if r["epoch"] == result.best["epoch"])
@@ -439,13 +455,15 @@ class NllBench(Bench):
             {**base, "split": "train", "metric": "best_epoch", "value": float(result.best["epoch"])},
             {**base, "split": "train", "metric": "n_params", "value": float(n_params)},
             {**base, "split": split, "metric": "nll_is_nats", "value": float(is_nll.mean())},
+            {**base, "split": "test", "metric": "nll_is_test_nats", "value": whole},
+            {**base, "split": "test", "metric": "nll_is_test_se_nats", "value": whole_se},
         ]
         kl_t = ev["kl"].mean(0)
         append_csv(ctx.out / "kl_per_step.csv", pd.DataFrame({"model": name, "seed": seed,
                                                               "t": np.arange(1, len(kl_t) + 1), "kl_nats": kl_t}),
                    key=["model", "seed", "t"])
-        per_image = pd.DataFrame({"model": name, "seed": seed, "index": np.arange(self.n_is),
-                                  "bound": ev["bound"][: self.n_is], "nll_is": is_nll})
+        per_image = pd.DataFrame({"model": name, "seed": seed, "index": self.is_images,
+                                  "bound": ev["bound"][self.is_images], "nll_is": is_nll})
         append_csv(ctx.out / "is_per_image.csv", per_image, key=["model", "seed", "index"])
         return rows
 
@@ -491,18 +509,47 @@ def is_seconds(done: pd.DataFrame) -> float:
     return float(done.groupby("chunk").chunk_s.first().sum()) if len(done) else 0.0
 
 
+def is_order(n_test: int) -> np.ndarray:
+    """The order in which the importance-sampled estimate visits the ``n_test`` test images:
+    a fixed permutation (NumPy's legacy ``RandomState``, whose stream is frozen, seeded
+    with ``IS_ORDER_SEED``), so that the images of any prefix, ``n_is`` of them or however
+    many a stopped run has done, are a uniform random sample of the test set. MNIST's test
+    set is no random order: its first 5,000 images are the cleaner, easier ones."""
+    return np.random.RandomState(IS_ORDER_SEED).permutation(n_test)
+
+
+def whole_test_estimate(bound: np.ndarray, idx: np.ndarray, nll_is: np.ndarray) -> tuple[float, float]:
+    """The importance-sampled NLL of the whole test set, from the estimates ``nll_is`` of
+    a uniform random sample ``idx`` of its images, and its standard error.
+
+    ``bound`` holds the bound of every test image. The difference estimator of survey
+    sampling: the mean bound of all images (known) minus the mean gap, bound minus
+    estimate, on the sample; the gap varies far less between images than the NLL does,
+    so this is much tighter than the sample's own mean. The standard error carries the
+    finite-population correction: 0 once every image is done (then the estimate is the
+    plain mean), NaN with fewer than 2 images."""
+    n, N = len(idx), len(bound)
+    if n == 0:
+        return float("nan"), float("nan")
+    gap = bound[idx] - nll_is
+    se = gap.std(ddof=1) / np.sqrt(n) * np.sqrt(1 - n / N) if n > 1 else float("nan")
+    return float(bound.mean() - gap.mean()), float(se)
+
+
 def write_is_progress(out: Path, job: Job, chunks: Path, bound: np.ndarray, n_is: int, epochs: int) -> None:
     """One row per model and seed in ``out/is_progress.csv``: the images whose estimate is
     done (from the chunk file ``chunks``), the estimate and the bound (``bound``, per test
-    image) on those images, the seconds the estimate took so far, the bound on all test
-    images and the epochs trained. The report reads it while the estimate is unfinished."""
+    image) on those images, the whole test set's estimate from them and its standard error
+    (:func:`whole_test_estimate`), the seconds the estimate took so far, the bound on all
+    test images and the epochs trained. The report reads it while the estimate is unfinished."""
     done = pd.read_csv(chunks) if chunks.exists() else pd.DataFrame({"chunk": [], "index": [], "nll_is": [],
                                                                      "chunk_s": []})
     idx = done["index"].astype(int).to_numpy()
+    whole, whole_se = whole_test_estimate(bound, idx, done.nll_is.to_numpy())
     row = {"model": job.model, "seed": job.seed, "epochs": epochs, "images_done": len(done), "images": n_is,
            "nll_is_nats": float(done.nll_is.mean()) if len(done) else float("nan"),
            "bound_same_images_nats": float(bound[idx].mean()) if len(done) else float("nan"),
-           "is_s": is_seconds(done),
+           "nll_is_test_nats": whole, "nll_is_test_se_nats": whole_se, "is_s": is_seconds(done),
            "test_bound_nats": float(bound.mean()), "test_images": len(bound)}
     append_csv(out / IS_PROGRESS_FILE, pd.DataFrame([row]), key=["model", "seed"])
 
@@ -650,7 +697,7 @@ def table(out: Path, df: pd.DataFrame, cfg: NllConfig) -> str:
         f"the best validation bound ({n(d.n_valid, 'validation images')}) is evaluated. Bound: "
         f"{n(d.n_test, 'test images')}, one draw of z per image. Importance-sampled estimate: K = {K} draws per "
         f"image on {n(d.n_is, 'test images').replace('all ', 'all the ')}"
-        f"{'' if d.n_is is None else ' (the first ones)'}, log-mean-exp in float64. Seeds: {len(cfg.seeds)}. "
+        f"{'' if d.n_is is None else ' (a fixed random sample)'}, log-mean-exp in float64. Seeds: {len(cfg.seeds)}. "
         f"Attention windows start `{m.window_init}` (see `DrawConfig.window_init`)."
     )
     if (out / DATA_FILE).exists():
@@ -667,6 +714,8 @@ def table(out: Path, df: pd.DataFrame, cfg: NllConfig) -> str:
     sb = summarize(df[df.split == "test"], "nll_bound_nats", by=("model",))
     ss = summarize(df[df.split == is_split], "nll_bound_nats", by=("model",))  # the bound on the IS images
     se = summarize(est, "nll_is_nats", by=("model",))
+    sw = summarize(df, "nll_is_test_nats", by=("model",)) if "nll_is_test_nats" in set(df.metric) else None
+    sampling_se = df[df.metric == "nll_is_test_se_nats"].groupby("model").value.mean()
     epochs = df[df.metric == "epochs"].groupby("model").value.mean()
     train_s = df[df.metric == "train_s"].groupby("model").value.mean()
     for model in cfg.models:
@@ -679,6 +728,12 @@ def table(out: Path, df: pd.DataFrame, cfg: NllConfig) -> str:
         sub = f"; bound on the same images ≤ {_fmt(ss, model)}" if not ss.empty else ""
         rows.append({"model": MODEL_LABELS[model], "test NLL (nats)": "≈ " + _fmt(se, model),
                      "what": f"importance-sampled, K={K}, {is_split}{sub}", "setting": setting, "source": "this run"})
+        if is_split != "test" and sw is not None and model in set(sw.model):  # a sample: the whole set estimated
+            rows.append({"model": MODEL_LABELS[model], "test NLL (nats)": "≈ " + _fmt(sw, model),
+                         "what": f"importance-sampled, K={K}, all test images, estimated from {is_split}: the bound "
+                                 f"on all minus the mean gap on those; standard error of the sampling "
+                                 f"{sampling_se.get(model, float('nan')):.2f}", "setting": setting,
+                         "source": "this run"})
     if cfg.dataset == "mnist":
         for _, r in paper.table2().iterrows():
             q = f"{r.qualifier} " if r.qualifier else ""
@@ -752,13 +807,18 @@ def _in_progress(out: Path, df: pd.DataFrame, cfg: NllConfig) -> list[str]:
                          "images estimated": f"{int(r.images_done):,} of {int(r.images):,}",
                          "IS estimate on them (nats)": f"≈ {r.nll_is_nats:.2f}" if some else "",
                          "bound on them (nats)": f"≤ {r.bound_same_images_nats:.2f}" if some else "",
+                         "IS estimate, all test images (nats)": (f"≈ {r.nll_is_test_nats:.2f} ± "
+                                                                 f"{r.nll_is_test_se_nats:.2f}" if some else ""),
                          "IS time (h)": f"{r.is_s / 3600:.2f}"})
     if rows:
         lines += ["", "## Importance sampling in progress", "",
                   f"These models have finished training; their best checkpoints' bound on the test images is known, "
                   f"and the importance-sampled estimate (K = {cfg.importance_samples}) is computed a few images at a "
-                  "time, the models in turns, saved as it goes. The estimate so far covers the first test images only, so read it beside "
-                  "the bound on the same images. Rerun the same command to continue:", "",
+                  "time, the models in turns, saved as it goes, in a fixed random order of the test images (the same for "
+                  "every model): the images done so far are a random sample of the test set. Read the estimate on them "
+                  "beside the bound on the same images; the whole test set's estimate is the bound on all test images "
+                  "minus the mean gap between bound and estimate on the sample, ± its standard error (1 s.e.; it shrinks "
+                  "to 0 as the sample grows to every image). Rerun the same command to continue:", "",
                   markdown_table(pd.DataFrame(rows))]
         bounds = sampling.groupby("model").test_bound_nats.mean()
         if {"draw", "draw-noattn"} <= set(bounds.index):

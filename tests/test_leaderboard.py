@@ -53,9 +53,12 @@ def folders(tmp_path):
           for a in ("gaussian", "occlusion")],
     ])
     nll = _folder(tmp_path / "nll", {"bench": "nll", "preset": "smoke", "dataset": "mnist"}, [
-        _row("nll", "draw", 0, "test[:100]", "nll_is_nats", 95.0),
+        # a random sample of 100 test images: ranked by the whole test set's estimate, not the sample's mean
+        _row("nll", "draw", 0, "test[100 random]", "nll_is_nats", 95.0),
+        _row("nll", "draw", 0, "test", "nll_is_test_nats", 96.0),
         _row("nll", "draw", 0, "test", "nll_bound_nats", 100.0),
-        _row("nll", "draw-noattn", 0, "test[:100]", "nll_is_nats", 90.0),
+        _row("nll", "draw-noattn", 0, "test[100 random]", "nll_is_nats", 90.0),
+        _row("nll", "draw-noattn", 0, "test", "nll_is_test_nats", 98.0),
     ])
     return {"c8": c8, "c4": c4, "rob": rob, "nll": nll}
 
@@ -73,7 +76,18 @@ def test_rankings_per_bench(folders):
     assert r.model.tolist() == ["resnet", "attention", "conv2"]  # mCE, then relative mCE
     assert r.clean_error_pct.tolist() == [6.0, 8.0, 20.0] and r.n_axes.tolist() == [2, 2, 2]
     n = boards["nll"]
-    assert n.model.tolist() == ["draw-noattn", "draw"] and n.nll_bound_nats[1] == 100.0
+    assert n.model.tolist() == ["draw", "draw-noattn"] and n.nll_bound_nats[0] == 100.0
+    assert n.nll_is_nats.tolist() == [96.0, 98.0] and set(n.is_images) == {"100 random, all estimated"}
+
+
+def test_nll_folders_of_older_versions_say_which_images_they_sampled(folders, tmp_path):
+    old = _folder(tmp_path / "old", {"bench": "nll", "preset": "quick", "dataset": "mnist"}, [
+        _row("nll", "draw", 0, "test[:1000]", "nll_is_nats", 91.0),  # the first 1,000 images, no whole-set estimate
+        _row("nll", "draw-noattn", 0, "test", "nll_is_nats", 97.0),  # every test image
+    ])
+    n = leaderboards([folders["nll"], old])["nll"].set_index(["folder", "model"])
+    assert n.is_images[(str(old), "draw")] == "first 1000 only" and n.nll_is_nats[(str(old), "draw")] == 91.0
+    assert n.is_images[(str(old), "draw-noattn")] == "all"
 
 
 def test_markdown_and_the_command(folders, tmp_path):

@@ -180,6 +180,37 @@ def test_draw_estimate_is_below_the_bound():
 
 
 # -- the bench end to end (smoke preset, fake MNIST) ----------------------------------------
+def test_is_order_is_a_fixed_permutation_whose_prefixes_sample_the_whole_test_set():
+    from benchmark.nll import is_order
+
+    a = is_order(10_000)
+    np.testing.assert_array_equal(np.sort(a), np.arange(10_000))
+    # the order never changes between versions: a resumed estimate's saved chunks depend on it
+    assert a[:5].tolist() == [1917, 9206, 9232, 4359, 3252]
+    # MNIST's first 5,000 test images are the easier ones; a prefix of the order takes from both halves
+    assert 430 < (a[:1000] < 5000).sum() < 570
+
+
+def test_whole_test_estimate_is_exact_on_every_image_and_unbiased_and_tight_on_samples():
+    from benchmark.nll import whole_test_estimate
+
+    rng = np.random.default_rng(0)
+    n_test = 2000
+    nll = rng.normal(90.0, 25.0, n_test)  # the NLL varies much between images ...
+    bound = nll + rng.gamma(4.0, 1.5, n_test)  # ... the gap to the bound little
+    est, se = whole_test_estimate(bound, np.arange(n_test), nll)
+    assert est == pytest.approx(nll.mean()) and se == 0.0  # every image: the plain mean, no sampling error
+    ests, ses, means = [], [], []
+    for _ in range(400):
+        idx = rng.choice(n_test, 200, replace=False)
+        e, s = whole_test_estimate(bound, idx, nll[idx])
+        ests.append(e), ses.append(s), means.append(nll[idx].mean())
+    assert abs(np.mean(ests) - nll.mean()) < 3 * np.std(ests) / np.sqrt(len(ests))  # unbiased
+    assert np.mean(ses) == pytest.approx(np.std(ests), rel=0.15)  # its standard error is its spread
+    assert np.std(ests) < np.std(means) / 5  # far tighter than the sample's own mean
+    assert all(math.isnan(v) for v in whole_test_estimate(bound, np.arange(0), nll[:0]))
+
+
 @pytest.mark.slow
 def test_bench_nll_smoke_end_to_end(fake_mnist_dir, tmp_path):
     from cli import cli
@@ -188,6 +219,9 @@ def test_bench_nll_smoke_end_to_end(fake_mnist_dir, tmp_path):
     runner = CliRunner()
     r = runner.invoke(cli, ["bench", "nll", "--preset", "smoke", "--out", str(out), "--device", "cpu", "--eager"])
     assert r.exit_code == 0, r.output
+    from benchmark import nll
+
+    assert (nll.bench_config("smoke").data.n_test, nll.bench_config("smoke").data.n_is) == (50, 16)
     df = pd.read_csv(out / "results.csv")
     assert set(df.model) == {"draw", "draw-noattn"}
     assert set(df.columns) == {"bench", "model", "variant", "preset", "seed", "split", "metric", "value"}
@@ -199,12 +233,20 @@ def test_bench_nll_smoke_end_to_end(fake_mnist_dir, tmp_path):
         (is_split,) = est.split
         bound_same = d[(d.metric == "nll_bound_nats") & (d.split == is_split)].value.item()
         assert est.value.item() <= bound_same
+        # a random sample of the test images, and the whole set's estimate from it
+        per_image = pd.read_csv(out / "is_per_image.csv").query("model == @model")
+        np.testing.assert_array_equal(per_image["index"], nll.is_order(50)[:16])
+        whole = d[d.metric == "nll_is_test_nats"].value.item()
+        bound_all = d[(d.metric == "nll_bound_nats") & (d.split == "test")].value.item()
+        assert whole == pytest.approx(bound_all - (per_image.bound - per_image.nll_is).mean())
+        assert d[d.metric == "nll_is_test_se_nats"].value.item() > 0
     table = (out / "table.md").read_text()
     from benchmark.paper import table2
 
     for name in [*table2().model, "DRAW (ours)", "DRAW without attention (ours)"]:
         assert f"| {name} |" in table
     assert "at or below the bound on the same images: yes" in table
+    assert "all test images, estimated from test[16 random]" in table
     for f in ["samples_draw.png", "drawing_draw.gif", "drawing_steps_draw.png", "read_attention_draw.png",
               "samples_draw-noattn.png", "drawing_draw-noattn.gif", "drawing_steps_draw-noattn.png",
               "nll.png", "learning_curves.png", "kl_per_step.png"]:
@@ -367,8 +409,10 @@ def test_importance_sampling_resumes_chunk_by_chunk_to_the_same_estimates(fake_m
     """SIGTERM during the third chunk of the IS estimates (the models take chunks in turns):
     that chunk is saved, the bench stops; the rerun computes only the rest, and every
     image's estimate equals that of an uninterrupted run (each chunk draws from its own
-    seed)."""
+    seed). Chunks follow the fixed random order of the test images; a saved chunk that holds
+    other images than this version plans stops the bench instead of being mixed in."""
     import os
+    import shutil
     import signal
 
     from benchmark import nll
@@ -399,6 +443,7 @@ def test_importance_sampling_resumes_chunk_by_chunk_to_the_same_estimates(fake_m
         run(out)
     saved = pd.read_csv(out / "runs" / "draw-seed0" / f"importance_K{cfg.importance_samples}.csv")
     assert sorted(set(saved.chunk)) == [0, 1] and not (out / "results.csv").exists()
+    np.testing.assert_array_equal(saved["index"], nll.is_order(cfg.data.n_test)[:8])
     other = pd.read_csv(out / "runs" / "draw-noattn-seed0" / f"importance_K{cfg.importance_samples}.csv")
     assert sorted(set(other.chunk)) == [0]
     # the stopped bench already shows both trained models' samples, test bounds and the estimate so far
@@ -412,6 +457,12 @@ def test_importance_sampling_resumes_chunk_by_chunk_to_the_same_estimates(fake_m
     assert "## Importance sampling in progress" in table and "## Still training" not in table
     assert f"| 8 of {cfg.data.n_is} | ≈ {saved.nll_is.mean():.2f} |" in table
     assert f"with attention {progress.test_bound_nats['draw']:.2f}, without" in table
+    bad = tmp_path / "bad"  # a chunk of other images (say, from before the random order): refused
+    shutil.copytree(out, bad)
+    chunks = bad / "runs" / "draw-seed0" / f"importance_K{cfg.importance_samples}.csv"
+    pd.read_csv(chunks).assign(index=lambda d: d["index"].sort_values().to_numpy()).to_csv(chunks, index=False)
+    with pytest.raises(RuntimeError, match="chunk 0 holds other test images than this version plans"):
+        run(bad)
     calls["n"] = 0
     # a spent time budget stops before the next chunk too (and the run is not complete)
     assert not run_bench(nll.NllBench(cfg), out, device="cpu", progress=False, echo=lambda m: None, max_minutes=0)
