@@ -595,10 +595,14 @@ def plots(out: Path, df: pd.DataFrame, cfg: NllConfig) -> list[Path]:
     written: list[Path] = []
     order = [m for m in cfg.models if m in set(df.model)]
     labels = [MODEL_LABELS[m] for m in order]
-    nll = df[df.metric.isin(["nll_bound_nats", "nll_is_nats"]) & (df.split != "valid")].copy()
+    sampled = set(df[df.metric == "nll_is_nats"].split) != {"test"}  # then the whole set's estimate too
+    shown = ["nll_bound_nats", "nll_is_nats", *(["nll_is_test_nats"] if sampled else [])]
+    nll = df[df.metric.isin(shown) & (df.split != "valid")].copy()
     nll["label"] = nll.model.map(MODEL_LABELS)
+    K = cfg.importance_samples
     nll["quantity"] = [
-        f"bound, {s}" if m == "nll_bound_nats" else f"IS estimate (K={cfg.importance_samples}), {s}"
+        f"bound, {s}" if m == "nll_bound_nats" else f"IS estimate (K={K}), {s}" if m == "nll_is_nats" else
+        f"IS estimate (K={K}), test, estimated from the sample"
         for m, s in zip(nll.metric, nll.split, strict=True)
     ]
     fig, ax = plt.subplots(figsize=(8, 1.4 + 1.1 * len(order)))
