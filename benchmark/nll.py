@@ -605,7 +605,7 @@ def plots(out: Path, df: pd.DataFrame, cfg: NllConfig) -> list[Path]:
         f"IS estimate (K={K}), test, estimated from the sample"
         for m, s in zip(nll.metric, nll.split, strict=True)
     ]
-    fig, ax = plt.subplots(figsize=(8, 1.4 + 1.1 * len(order)))
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.35 * nll.quantity.nunique() * len(order)))
     sns.barplot(data=nll, y="label", x="value", hue="quantity", order=labels, errorbar="sd", ax=ax)
     for cont in ax.containers:
         ax.bar_label(cont, fmt="%.2f", fontsize=8, padding=2)
@@ -620,7 +620,7 @@ def plots(out: Path, df: pd.DataFrame, cfg: NllConfig) -> list[Path]:
     ax.set_xlim(max(0.0, lo - 0.15 * (hi - lo + 5)), hi + 0.12 * (hi - lo + 5))
     ax.set_xlabel("test negative log-likelihood (nats per image), lower is better")
     ax.set_ylabel("")
-    ax.legend(title="", fontsize=8, loc="lower right")
+    ax.legend(title="", fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)  # below: off the bars
     ax.set_title(f"{_data_title(cfg)}, preset {cfg.preset}, {len(cfg.seeds)} seed(s)")
     written.append(out / "nll.png")
     save_figure(fig, written[-1])
