@@ -811,8 +811,9 @@ def _in_progress(out: Path, df: pd.DataFrame, cfg: NllConfig) -> list[str]:
                          "images estimated": f"{int(r.images_done):,} of {int(r.images):,}",
                          "IS estimate on them (nats)": f"≈ {r.nll_is_nats:.2f}" if some else "",
                          "bound on them (nats)": f"≤ {r.bound_same_images_nats:.2f}" if some else "",
-                         "IS estimate, all test images (nats)": (f"≈ {r.nll_is_test_nats:.2f} ± "
-                                                                 f"{r.nll_is_test_se_nats:.2f}" if some else ""),
+                         "IS estimate, all test images (nats)": (  # none in folders of older versions
+                             f"≈ {r.nll_is_test_nats:.2f} ± {r.nll_is_test_se_nats:.2f}"
+                             if some and pd.notna(r.get("nll_is_test_nats")) else ""),
                          "IS time (h)": f"{r.is_s / 3600:.2f}"})
     if rows:
         lines += ["", "## Importance sampling in progress", "",

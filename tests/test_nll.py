@@ -463,6 +463,14 @@ def test_importance_sampling_resumes_chunk_by_chunk_to_the_same_estimates(fake_m
     pd.read_csv(chunks).assign(index=lambda d: d["index"].sort_values().to_numpy()).to_csv(chunks, index=False)
     with pytest.raises(RuntimeError, match="chunk 0 holds other test images than this version plans"):
         run(bad)
+    older = tmp_path / "older"  # is_progress.csv of an older version, without the whole-set estimate: still read
+    shutil.copytree(out, older)
+    rows = pd.read_csv(older / nll.IS_PROGRESS_FILE)
+    rows.drop(columns=["nll_is_test_nats", "nll_is_test_se_nats"]).to_csv(older / nll.IS_PROGRESS_FILE, index=False)
+    nll.NllBench.write_report(older, cfg)
+    assert f"| 8 of {cfg.data.n_is} | ≈ {saved.nll_is.mean():.2f} |" in (older / "table.md").read_text()
+    whole = rows.set_index("model").nll_is_test_nats["draw"]
+    assert f"≈ {whole:.2f} ± " in table and f"≈ {whole:.2f} ± " not in (older / "table.md").read_text()
     calls["n"] = 0
     # a spent time budget stops before the next chunk too (and the run is not complete)
     assert not run_bench(nll.NllBench(cfg), out, device="cpu", progress=False, echo=lambda m: None, max_minutes=0)
