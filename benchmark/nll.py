@@ -779,7 +779,7 @@ def _in_progress(out: Path, df: pd.DataFrame, cfg: NllConfig) -> list[str]:
     lines = []
     if (out / "curves.csv").exists():
         curves = pd.read_csv(out / "curves.csv")
-        rows = []
+        rows, left_h = [], []
         for model in cfg.models:
             if model in tested:
                 continue
@@ -789,12 +789,16 @@ def _in_progress(out: Path, df: pd.DataFrame, cfg: NllConfig) -> list[str]:
                 c = c.sort_values("epoch")
                 last, best = c.iloc[-1], c.loc[c.valid_bound.idxmin()]
                 fall = f"{c.valid_bound.iloc[-2] - last.valid_bound:.2f}" if len(c) >= 2 else ""
+                # the median of the last 5 epochs' times, so a restart's compile does not count
+                pace = float(c.seconds.diff().iloc[-5:].median()) if len(c) >= 2 else float("nan")
+                left_h.append(pace * (cfg.train.epochs - int(last.epoch)) / 3600)
                 rows.append({"model": MODEL_LABELS[model], "seed": int(seed),
                              "epochs done": f"{int(last.epoch)} of {cfg.train.epochs}",
                              "wall time (h)": f"{last.seconds / 3600:.2f}",
                              "validation bound (nats)": f"{last.valid_bound:.2f}",
                              "best (epoch)": f"{best.valid_bound:.2f} ({int(best.epoch)})",
-                             "fall in the last epoch": fall})
+                             "fall in the last epoch": fall,
+                             "time left at the recent pace (h)": "" if np.isnan(left_h[-1]) else f"{left_h[-1]:.1f}"})
         if rows:
             lines += ["", "## Still training", "",
                       f"These models have not finished their {cfg.train.epochs} epochs: their test rows appear when "
@@ -802,6 +806,10 @@ def _in_progress(out: Path, df: pd.DataFrame, cfg: NllConfig) -> list[str]:
                       "same epoch (within one). Rerun the same command to continue from the checkpoints. Validation "
                       "bound after each model's last finished epoch (wall time includes compilation and validation):",
                       "", markdown_table(pd.DataFrame(rows))]
+            if not any(np.isnan(left_h)):
+                lines += ["", f"At the pace of their last epochs (the median of the last 5, on the machine that ran "
+                              f"them) the models need about {sum(left_h):.1f} h more of training in all, as they take "
+                              "turns; then come the test bounds, the figures and the importance-sampled estimates."]
     rows = []
     for model in cfg.models:
         for _, r in sampling[sampling.model == model].sort_values("seed").iterrows():

@@ -405,6 +405,21 @@ def test_bench_nll_trains_its_models_in_turns_and_reports_a_stopped_run(fake_mni
     assert len(pd.read_csv(out / "curves.csv")) == 4
 
 
+def test_a_stopped_runs_table_gives_the_training_time_left_at_the_recent_pace(tmp_path):
+    from benchmark import nll
+
+    cfg = nll.bench_config("paper")  # 100 epochs
+    # cumulative seconds per epoch; the attention model's 4th epoch was slow (a restart's compile)
+    secs = {"draw": [900, 1500, 2100, 3000, 3600, 4200], "draw-noattn": [1200, 2400, 3600, 4800, 6000]}
+    rows = [{"model": m, "seed": 0, "epoch": e + 1, "seconds": s, "valid_bound": 100.0 - e}
+            for m, ss in secs.items() for e, s in enumerate(ss)]
+    pd.DataFrame(rows).to_csv(tmp_path / "curves.csv", index=False)
+    text = "\n".join(nll._in_progress(tmp_path, pd.DataFrame(), cfg))
+    draw_left, noattn_left = 600 * 94 / 3600, 1200 * 95 / 3600  # the median epoch x the epochs left
+    assert "| 6 of 100 |" in text and f"| {draw_left:.1f} |" in text and f"| {noattn_left:.1f} |" in text
+    assert f"about {draw_left + noattn_left:.1f} h more of training in all" in text
+
+
 def test_importance_sampling_resumes_chunk_by_chunk_to_the_same_estimates(fake_mnist_dir, tmp_path, monkeypatch):
     """SIGTERM during the third chunk of the IS estimates (the models take chunks in turns):
     that chunk is saved, the bench stops; the rerun computes only the rest, and every
