@@ -822,7 +822,9 @@ def _in_progress(out: Path, df: pd.DataFrame, cfg: NllConfig) -> list[str]:
                          "IS estimate, all test images (nats)": (  # none in folders of older versions
                              f"≈ {r.nll_is_test_nats:.2f} ± {r.nll_is_test_se_nats:.2f}"
                              if some and pd.notna(r.get("nll_is_test_nats")) else ""),
-                         "IS time (h)": f"{r.is_s / 3600:.2f}"})
+                         "IS time (h)": f"{r.is_s / 3600:.2f}",
+                         "IS time left at this pace (h)": (f"{r.is_s / r.images_done * (r.images - r.images_done) / 3600:.1f}"
+                                                           if some else "")})
     if rows:
         lines += ["", "## Importance sampling in progress", "",
                   f"These models have finished training; their best checkpoints' bound on the test images is known, "

@@ -471,6 +471,8 @@ def test_importance_sampling_resumes_chunk_by_chunk_to_the_same_estimates(fake_m
     table = (out / "table.md").read_text()
     assert "## Importance sampling in progress" in table and "## Still training" not in table
     assert f"| 8 of {cfg.data.n_is} | ≈ {saved.nll_is.mean():.2f} |" in table
+    left = progress.is_s["draw"] / 8 * (cfg.data.n_is - 8) / 3600  # the pace so far x the images left
+    assert f"| {progress.is_s['draw'] / 3600:.2f} | {left:.1f} |" in table
     assert f"with attention {progress.test_bound_nats['draw']:.2f}, without" in table
     bad = tmp_path / "bad"  # a chunk of other images (say, from before the random order): refused
     shutil.copytree(out, bad)
