@@ -77,21 +77,26 @@ class GlimpseSensor(nn.Module):
     The crop centre is l's pixel rounded half up, c = floor(p + 1/2) with p the 0-based
     pixel position of l; a patch of side s covers pixels c - floor(s/2) .. c - floor(s/2) + s - 1
     on each axis (for even s, c is the pixel just below and right of the patch's middle).
-    The largest patch (side S = g 2^(k-1)) is gathered once from the zero-padded image;
-    the others are its centre crops, so all k patches share one centre.
+
+    Every block average is read from the image's integral image I (summed-area table,
+    I[r, q] = the sum of the pixels above row r and left of column q), computed once per
+    image and read T times: a block's sum is I at its four corners, so a glimpse gathers
+    k (g + 1)^2 values (676 for the paper's 12 x 12 x 4) instead of the largest patch's
+    (g 2^(k-1))^2 pixels (9,216) and their pooling. Corners off the image are clamped to its
+    edge, which is the zero padding. I is float64: sums of float32 pixels (up to H W of
+    them) are then exact to ~1e-11, so the blocks equal average pooling's to float32 rounding.
     """
 
     def __init__(self, image_shape: tuple[int, int, int], patch: int, scales: int) -> None:
         super().__init__()
         self.C, self.H, self.W = image_shape
         self.g, self.k = patch, scales
-        self.S = patch * 2 ** (scales - 1)  # side of the largest patch
-        self.P = self.S // 2  # zero padding on every side: every patch of a centre on the image fits
         self.size = scales * self.C * patch * patch  # of the flattened output
 
-    def pad(self, x: Tensor) -> Tensor:
-        """``(batch, C, H, W)`` -> ``(batch, C, H + 2P, W + 2P)``; done once per image, read T times."""
-        return F.pad(x, (self.P, self.P, self.P, self.P))
+    def integral(self, x: Tensor) -> Tensor:
+        """``(batch, C, H, W)`` -> its integral image ``(batch, C, H + 1, W + 1)``, float64;
+        done once per image, read T times."""
+        return F.pad(x.double().cumsum(-2).cumsum(-1), (1, 0, 1, 0))
 
     def centre(self, loc: Tensor) -> Tensor:
         """``(batch, 2)`` locations (x, y) in [-1, 1] -> 0-based crop centres (col, row), long."""
@@ -100,26 +105,26 @@ class GlimpseSensor(nn.Module):
         c_y = torch.floor((loc[:, 1] + 1) * ((self.H - 1) / 2) + 0.5).clamp(0, self.H - 1)
         return torch.stack((c_x, c_y), -1).long()
 
-    def read(self, x_pad: Tensor, loc: Tensor) -> Tensor:
-        """Patches ``(batch, k, C, g, g)`` of the padded image ``x_pad`` (from :meth:`pad`) at ``loc`` ``(batch, 2)``."""
-        batch, C, _, Wp = x_pad.shape
+    def read(self, sums: Tensor, loc: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+        """Patches ``(batch, k, C, g, g)`` in ``dtype`` at ``loc`` ``(batch, 2)``, from the
+        integral image ``sums`` (from :meth:`integral`)."""
+        batch, C, _, W1 = sums.shape
         c = self.centre(loc)  # (batch, 2)
-        offsets = torch.arange(self.S, device=x_pad.device)
-        # pixel c - S//2 of the image is pixel c of the padded one
-        cols = c[:, 0:1] + offsets  # (batch, S)
-        rows = c[:, 1:2] + offsets  # (batch, S)
-        index = (rows[:, :, None] * Wp + cols[:, None, :]).flatten(1)  # (batch, S S)
-        big = x_pad.flatten(2).gather(2, index[:, None].expand(batch, C, -1)).view(batch, C, self.S, self.S)
-        patches = []
-        for j in range(self.k):  # side s = g 2^j, averaged over 2^j x 2^j blocks
-            s, o = self.g * 2**j, self.S // 2 - (self.g * 2**j) // 2
-            crop = big[:, :, o : o + s, o : o + s]  # (batch, C, s, s)
-            patches.append(F.avg_pool2d(crop, 2**j) if j else crop)
-        return torch.stack(patches, 1)  # (batch, k, C, g, g)
+        block = 2 ** torch.arange(self.k, device=sums.device)  # (k,) block side 2^j at scale j
+        # the corners of scale j's g x g blocks: c - floor(g 2^j / 2) + a 2^j, a = 0 .. g
+        corner = torch.arange(self.g + 1, device=sums.device)[None, :] * block[:, None] - (self.g * block[:, None]) // 2
+        cols = (c[:, 0, None, None] + corner).clamp(0, self.W)  # (batch, k, g + 1)
+        rows = (c[:, 1, None, None] + corner).clamp(0, self.H)
+        index = (rows[..., :, None] * W1 + cols[..., None, :]).flatten(1)  # (batch, k (g+1)^2)
+        G = sums.flatten(2).gather(2, index[:, None].expand(batch, C, -1))
+        G = G.view(batch, C, self.k, self.g + 1, self.g + 1)
+        box = G[..., 1:, 1:] - G[..., :-1, 1:] - G[..., 1:, :-1] + G[..., :-1, :-1]  # (batch, C, k, g, g)
+        area = (block * block).to(box.dtype)[:, None, None]  # (k, 1, 1)
+        return (box / area).transpose(1, 2).to(dtype)  # (batch, k, C, g, g)
 
     def forward(self, x: Tensor, loc: Tensor) -> Tensor:
         """rho(x, l): ``x`` ``(batch, C, H, W)``, ``loc`` = l ``(batch, 2)`` -> ``(batch, k, C, g, g)``."""
-        return self.read(self.pad(x), loc)
+        return self.read(self.integral(x), loc, x.dtype)
 
 
 class GlimpseNetwork(nn.Module):
@@ -134,9 +139,9 @@ class GlimpseNetwork(nn.Module):
         self.what_g = nn.Linear(cfg.glimpse_hidden, cfg.glimpse_size)
         self.where_g = nn.Linear(cfg.glimpse_hidden, cfg.glimpse_size)
 
-    def forward(self, x_pad: Tensor, loc: Tensor) -> Tensor:
-        """``x_pad`` from ``sensor.pad``, ``loc`` = l_{t-1} ``(batch, 2)`` -> g ``(batch, glimpse_size)``."""
-        rho = self.sensor.read(x_pad, loc).flatten(1)  # (batch, k C g g)
+    def forward(self, sums: Tensor, loc: Tensor) -> Tensor:
+        """``sums`` from ``sensor.integral``, ``loc`` = l_{t-1} ``(batch, 2)`` -> g ``(batch, glimpse_size)``."""
+        rho = self.sensor.read(sums, loc, self.what.weight.dtype).flatten(1)  # (batch, k C g g)
         h_g = F.relu(self.what(rho))
         h_l = F.relu(self.where(loc))
         return F.relu(self.what_g(h_g) + self.where_g(h_l))
@@ -278,14 +283,14 @@ class RAM(nn.Module):
     def rollout(self, x: Tensor) -> Rollout:
         """One episode of T glimpses per image, locations sampled from the policy."""
         batch = x.shape[0]
-        x_pad = self.glimpse.sensor.pad(x)
+        sums = self.glimpse.sensor.integral(x)
         h = x.new_zeros(batch, self.cfg.lstm_size)
         c = x.new_zeros(batch, self.cfg.lstm_size)
         ls, log_pis, bs = [], [], []
         for _ in range(self.cfg.glimpses):
             loc, log_pi = self.locator(h)  # l_t ~ pi(. | h_t); from h_0 = 0 the learned start
             bs.append(self.baseline(h))
-            h, c = self.core(self.glimpse(x_pad, loc), (h, c))
+            h, c = self.core(self.glimpse(sums, loc), (h, c))
             ls.append(loc)
             log_pis.append(log_pi)
         return Rollout(self.action(h), torch.stack(ls, 1), torch.stack(log_pis, 1), torch.stack(bs, 1))

@@ -74,6 +74,27 @@ def test_retina_matches_hand_computed_crops():
     np.testing.assert_allclose(got[0, 2, 1], [[0, 0], [0, img[1, :4, :4].mean()]], atol=1e-6)
 
 
+def test_retina_at_the_paper_scale_equals_crop_and_pool():
+    """The integral-image retina against the direct one (zero-pad, crop, average-pool) at the
+    paper's 100 x 100, 12 x 12 x 4, on locations that reach every border and corner."""
+    torch.manual_seed(0)
+    x = (torch.rand(64, 1, 100, 100) < 0.2).float() * torch.rand(64, 1, 100, 100)  # sparse, like a digit
+    loc = torch.cat([torch.rand(48, 2) * 2.4 - 1.2, torch.tensor([[-1.0, -1.0], [1.0, 1.0], [-1.0, 1.0], [1.0, -1.0]]
+                                                                  ).repeat(4, 1)]).clamp(-1, 1)
+    sensor = GlimpseSensor((1, 100, 100), patch=12, scales=4)
+    got = sensor(x, loc)
+    S = 12 * 2**3
+    x_pad = F.pad(x, (S // 2,) * 4)
+    c = sensor.centre(loc)
+    for i in range(len(loc)):
+        big = x_pad[i, :, c[i, 1] : c[i, 1] + S, c[i, 0] : c[i, 0] + S]  # pixel c - S/2 of the image is c here
+        for j in range(4):
+            s, o = 12 * 2**j, S // 2 - 12 * 2**j // 2
+            want = F.avg_pool2d(big[None, :, o : o + s, o : o + s], 2**j)[0]
+            torch.testing.assert_close(got[i, j], want, rtol=0, atol=1e-6)
+    assert got.dtype == torch.float32 and got[-4:].abs().sum() > 0
+
+
 def test_locations_in_pixels_match_the_crops():
     model = small(image_shape=(1, 30, 20))
     loc = torch.tensor([[-1.0, -1.0], [1.0, 1.0], [0.0, 0.0]])
