@@ -741,7 +741,8 @@ def table(out: Path, df: pd.DataFrame, cfg: NllConfig) -> str:
     if cfg.dataset == "mnist":
         for _, r in paper.table2().iterrows():
             q = f"{r.qualifier} " if r.qualifier else ""
-            rows.append({"model": r.model, "test NLL (nats)": f"{q}{r.nll_nats:.2f}", "what": "published", "setting": "",
+            what = "published" if r.checked else "published (value not checked against a second source)"
+            rows.append({"model": r.model, "test NLL (nats)": f"{q}{r.nll_nats:.2f}", "what": what, "setting": "",
                          "source": r.source})
     lines.append(markdown_table(pd.DataFrame(rows, columns=["model", "test NLL (nats)", "what", "setting", "source"])))
     lines.append("")

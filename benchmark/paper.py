@@ -16,8 +16,12 @@ not reachable from here): Table 1's numbers and the two DRAW rows of Table 2
 are the ones this project's design notes give. Of Table 2's other rows, the
 values of DBN 2hl, NADE, EoNADE-5 2hl, DLGM 8 leapfrog steps and DARN 1hl were
 confirmed against a later paper that copies them (Shabanian et al., 2017,
-"Variational Bi-LSTMs", Table 2). The rows marked UNVERIFIED below are given as
-we recall the paper and could not be checked against a second source.
+"Variational Bi-LSTMs", Table 2). EoNADE 2hl's 85.10 is also the value a results index
+(Papers with Code, binarized MNIST, with the NADE-k paper of Raiko et al., 2014, which
+compares against it) lists for "EoNADE 2hl (128 orders)"; that does not show DRAW's table
+quotes it. The rows marked UNVERIFIED below are given as we recall the paper and could not
+be checked against a second source; ``table2()`` says so in its ``checked`` column, and the
+nll bench's table.md beside each such value.
 """
 
 from __future__ import annotations
@@ -52,18 +56,18 @@ _CITE = {
     7: "Gregor et al. (2014)",
 }
 _TABLE2 = [
-    # (model, qualifier, nll_nats, citation number or None for the DRAW paper itself)
-    ("DBM 2hl", "≈", 84.62, 1),  # UNVERIFIED value
-    ("DBN 2hl", "≈", 84.55, 2),
-    ("NADE", "", 88.33, 3),
-    ("EoNADE 2hl (128 orderings)", "", 85.10, 3),  # UNVERIFIED value
-    ("EoNADE-5 2hl (128 orderings)", "", 84.68, 4),
-    ("DLGM", "≈", 86.60, 5),  # UNVERIFIED value
-    ("DLGM 8 leapfrog steps", "≈", 85.51, 6),
-    ("DARN 1hl", "≈", 84.13, 7),
-    ("DARN 12hl", "", 88.30, 7),  # UNVERIFIED value and qualifier
-    ("DRAW without attention", "≤", 87.40, None),
-    ("DRAW", "≤", 80.97, None),
+    # (model, qualifier, nll_nats, citation number or None for the DRAW paper itself, value checked)
+    ("DBM 2hl", "≈", 84.62, 1, False),  # UNVERIFIED value
+    ("DBN 2hl", "≈", 84.55, 2, True),
+    ("NADE", "", 88.33, 3, True),
+    ("EoNADE 2hl (128 orderings)", "", 85.10, 3, False),  # UNVERIFIED in DRAW's table (the value: see above)
+    ("EoNADE-5 2hl (128 orderings)", "", 84.68, 4, True),
+    ("DLGM", "≈", 86.60, 5, False),  # UNVERIFIED value
+    ("DLGM 8 leapfrog steps", "≈", 85.51, 6, True),
+    ("DARN 1hl", "≈", 84.13, 7, True),
+    ("DARN 12hl", "", 88.30, 7, False),  # UNVERIFIED value and qualifier
+    ("DRAW without attention", "≤", 87.40, None, True),
+    ("DRAW", "≤", 80.97, None, True),
 ]
 
 def table1() -> pd.DataFrame:
@@ -78,17 +82,19 @@ def table1() -> pd.DataFrame:
 
 
 def table2() -> pd.DataFrame:
-    """DRAW Table 2: columns model, qualifier ("≈", "≤" or ""), nll_nats, source."""
+    """DRAW Table 2: columns model, qualifier ("≈", "≤" or ""), nll_nats, source, checked
+    (False: the value is as we recall the paper, not checked against a second source)."""
     rows = [
         (
             model,
             qualifier,
             nll,
             f"{PAPER}, Table 2" + ("" if ref is None else f"; from [{ref}] {_CITE[ref]}"),
+            checked,
         )
-        for model, qualifier, nll, ref in _TABLE2
+        for model, qualifier, nll, ref, checked in _TABLE2
     ]
-    return pd.DataFrame(rows, columns=["model", "qualifier", "nll_nats", "source"])
+    return pd.DataFrame(rows, columns=["model", "qualifier", "nll_nats", "source", "checked"])
 
 
 def table3() -> pd.DataFrame:

@@ -245,6 +245,8 @@ def test_bench_nll_smoke_end_to_end(fake_mnist_dir, tmp_path):
 
     for name in [*table2().model, "DRAW (ours)", "DRAW without attention (ours)"]:
         assert f"| {name} |" in table
+    assert "| DARN 12hl | 88.30 | published (value not checked against a second source) |" in table
+    assert "| DARN 1hl | ≈ 84.13 | published |" in table
     assert "at or below the bound on the same images: yes" in table
     assert "all test images, estimated from test[16 random]" in table
     for f in ["samples_draw.png", "drawing_draw.gif", "drawing_steps_draw.png", "read_attention_draw.png",

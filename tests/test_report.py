@@ -280,7 +280,9 @@ def test_paper_tables() -> None:
     assert 14.35 in t1["test_error_pct"].tolist()
 
     t2 = paper.table2()
-    assert list(t2.columns) == ["model", "qualifier", "nll_nats", "source"]
+    assert list(t2.columns) == ["model", "qualifier", "nll_nats", "source", "checked"]
+    # the values we could not check against a second source are the four we recall only
+    assert set(t2.loc[~t2["checked"], "model"]) == {"DBM 2hl", "EoNADE 2hl (128 orderings)", "DLGM", "DARN 12hl"}
     draw = t2.set_index("model").loc["DRAW"]
     assert draw["nll_nats"] == 80.97 and draw["qualifier"] == "≤"
     assert t2.set_index("model").loc["DRAW without attention", "nll_nats"] == 87.40
