@@ -443,6 +443,9 @@ def train_draw_cmd(T, read_n, write_n, lstm_size, z_size, no_attention, window_i
               help="RAM: the share of REINFORCE's gradient let into the core and glimpse networks (0: the location "
                    "network alone learns from it; 1: the RAM paper's hybrid loss; the paper preset of `bench "
                    "cluttered` uses 0.1).")
+@click.option("--core", type=click.Choice(["rnn", "lstm"]), default="rnn", show_default=True,
+              help="RAM: its core network, the RAM paper's rectifier units (rnn) or an LSTM (the paper preset of "
+                   "`bench cluttered` uses lstm).")
 @click.option("--canvas", type=int, default=100)
 @click.option("--distractors", type=int, default=8)
 @click.option("--distractor-size", type=int, default=8)
@@ -455,7 +458,7 @@ def train_draw_cmd(T, read_n, write_n, lstm_size, z_size, no_attention, window_i
 @_train_options
 @_speed_options
 @_friendly_errors
-def train_classifier_cmd(model, glimpses, read_n, lstm_size, width, loc_std, reinforce_into_core, canvas, distractors,
+def train_classifier_cmd(model, glimpses, read_n, lstm_size, width, loc_std, reinforce_into_core, core, canvas, distractors,
                          distractor_size, n_train, n_valid, data_seed, fresh_clutter, out, resume, device, data_dir,
                          max_minutes, like_dir, fused, compile_, compile_unroll, cuda_graphs, amp, tf32, **train_kw) -> None:
     """Train a classifier on cluttered MNIST (the attention model of section 4.1, or a conv
@@ -472,9 +475,9 @@ def train_classifier_cmd(model, glimpses, read_n, lstm_size, width, loc_std, rei
     _check_like(like_dir)
     dev = _check_device(device)
     ctx = click.get_current_context()
-    for name in ("loc_std", "reinforce_into_core"):  # with --like, _check_like refuses them
+    for name in ("loc_std", "reinforce_into_core", "core"):  # with --like, _check_like refuses them
         if model != "ram" and ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None):
-            raise click.BadParameter(f"sets RAM's location policy, not {model}'s; give it with --model ram",
+            raise click.BadParameter(f"sets RAM's networks, not {model}'s; give it with --model ram",
                                      param_hint="--" + name.replace("_", "-"))
     if like_dir is not None:
         r = like(like_dir, model)
@@ -492,7 +495,8 @@ def train_classifier_cmd(model, glimpses, read_n, lstm_size, width, loc_std, rei
         tcfg = _train_config(**train_kw)
         spec = classifier_spec(model, (1, canvas, canvas), tcfg, glimpses=glimpses,
                                sizes=Sizes(read_n=read_n, lstm_size=lstm_size, resnet_width=width,
-                                           ram_loc_std=loc_std, ram_reinforce_into_core=reinforce_into_core))
+                                           ram_loc_std=loc_std, ram_reinforce_into_core=reinforce_into_core,
+                                           ram_core=core))
         kind, config = spec.kind, spec.config
     params = ClutterParams(canvas=canvas, distractors=distractors, distractor_size=distractor_size)
     torch.manual_seed(tcfg.seed)  # the initial weights, too, are a function of --seed

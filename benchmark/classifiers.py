@@ -86,6 +86,7 @@ class Sizes:
     scales: int = 4  # RAM's retina: patches of g, 2g, 4g, ... pixels
     ram_loc_std: float = RAMConfig.loc_std
     ram_reinforce_into_core: float = RAMConfig.reinforce_into_core
+    ram_core: str = RAMConfig.core
 
 
 def classifier_spec(name: str, image_shape: tuple[int, int, int], train: TrainConfig, *, glimpses: int,
@@ -100,7 +101,7 @@ def classifier_spec(name: str, image_shape: tuple[int, int, int], train: TrainCo
     if name == "ram":
         cfg = RAMConfig(image_shape=image_shape, glimpses=glimpses, patch=sizes.read_n, scales=sizes.scales,
                         lstm_size=sizes.lstm_size, loc_std=sizes.ram_loc_std,
-                        reinforce_into_core=sizes.ram_reinforce_into_core)
+                        reinforce_into_core=sizes.ram_reinforce_into_core, core=sizes.ram_core)
         default = (RAMConfig.loc_std, RAMConfig.reinforce_into_core)  # the first presets' policy: not named
         policy = "" if (cfg.loc_std, cfg.reinforce_into_core) == default else (
             f", std {cfg.loc_std:g}, {cfg.reinforce_into_core:g} of REINFORCE into the core")

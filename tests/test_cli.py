@@ -40,6 +40,8 @@ def test_help(runner, args):
         (["train", "classifier", "--model", "ram", "--reinforce-into-core", "1.5", "--out", "r"],
          "--reinforce-into-core"),
         (["train", "classifier", "--model", "ram", "--loc-std", "0", "--out", "r"], "--loc-std"),
+        (["train", "classifier", "--model", "attention", "--core", "lstm", "--out", "r"], "--core"),
+        (["train", "classifier", "--model", "ram", "--core", "gru", "--out", "r"], "--core"),
     ],
 )
 def test_usage_errors_exit_2_without_traceback(runner, args, hint, tmp_path, monkeypatch):
@@ -116,7 +118,8 @@ def test_train_eval_sample_draw_on_fake_data(runner, fake_mnist_dir, tmp_path):
     result = runner.invoke(cli, ["train", "classifier", "--model", "ram", "--canvas", "40", "--distractors", "2",
                                  "--glimpses", "2", "--read-n", "6", "--lstm-size", "16", "--n-train", "64",
                                  "--n-valid", "32", "--epochs", "1", "--batch-size", "32", "--loc-std", "0.25",
-                                 "--reinforce-into-core", "0.5", "--out", str(tmp_path / "ram"), "--device", "cpu"])
+                                 "--reinforce-into-core", "0.5", "--core", "lstm", "--out", str(tmp_path / "ram"),
+                                 "--device", "cpu"])
     assert result.exit_code == 0, result.output
     ram = load_checkpoint(tmp_path / "ram" / "best.pt")["model_config"]
-    assert (ram["loc_std"], ram["reinforce_into_core"]) == (0.25, 0.5)
+    assert (ram["loc_std"], ram["reinforce_into_core"], ram["core"]) == (0.25, 0.5, "lstm")
