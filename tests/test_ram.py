@@ -106,9 +106,10 @@ def test_locations_in_pixels_match_the_crops():
 # --------------------------------------------------------------------------- the hybrid loss
 
 
-def test_gradients_reach_only_their_networks():
+@pytest.mark.parametrize("core", ["rnn", "lstm"])  # the paper preset's RAM has the LSTM core
+def test_gradients_reach_only_their_networks(core):
     torch.manual_seed(0)
-    model = small()
+    model = small(core=core)
     x, y = torch.rand(16, 1, 24, 24), torch.randint(0, 10, (16,))
     terms = model.terms(x, y)
     nets = {"glimpse": model.glimpse, "core": model.core, "locator": model.locator, "baseline": model.baseline,
