@@ -216,8 +216,8 @@ def test_the_paper_preset_lets_a_tenth_of_reinforce_into_rams_core_and_says_so()
     from benchmark.cluttered import bench_config
 
     paper, quick = (bench_config(p, models=["ram"]).models["ram"] for p in ("paper", "quick"))
-    assert (paper.config["reinforce_into_core"], paper.config["loc_std"]) == (0.1, 0.2)
-    assert "0.1 of REINFORCE into the core" in paper.variant and "std 0.2" in paper.variant
+    assert (paper.config["reinforce_into_core"], paper.config["loc_std"]) == (0.1, 0.1)
+    assert "0.1 of REINFORCE into the core" in paper.variant and "std 0.1" in paper.variant
     assert (quick.config["reinforce_into_core"], quick.config["loc_std"]) == (0.0, 0.1)
     assert "REINFORCE" not in quick.variant  # the quick folders' variant, as they were written
     assert paper.build().locator.into_core == 0.1
