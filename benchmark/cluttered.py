@@ -143,12 +143,12 @@ PRESETS: dict[str, ClutteredPreset] = {
     # error after 20 / 30 / 40 epochs was 49.6 / 24.6 / 20.2% (seed 0) and 43.8 / 25.7 / 19.3%
     # (seed 1), the rectifier core's 68.5 / 54.4 / 40.4% (seed 0); with the LSTM, the whole
     # REINFORCE gradient into the core again trailed a tenth of it (83.2 against 66.4% after 15).
-    # With std 0.2 and the full 200 epochs this preset gave 6.33% test error at T=8 (paper 8.11%) and
-    # 12.57% at T=4 (paper 9.41%). At T=4 a std of 0.1 starts slower
-    # than 0.2 but leads from ~55 such 20,000-image epochs on (validation error after 150 / 285:
-    # 12.6 / 11.3% against 18.9 / 17.8%, seed 0; after 150, 14.1 against 20.1%, seed 1; LSTM core,
-    # constant lr), so the paper preset's RAM takes 0.1: 4.91% at T=8 and 7.03% at T=4 over the same
-    # 200 epochs (results/paper/cluttered-T{8,4}-ram).
+    # With std 0.2 and the full 200 epochs this preset gave 6.33% test error at T=8 (paper 8.11%)
+    # and 12.57% at T=4 (paper 9.41%). At T=4 a std of 0.1 starts slower than 0.2 but leads from ~55
+    # such 20,000-image epochs on (validation error after 150 / 285: 12.6 / 11.3% against 18.9 /
+    # 17.8%, seed 0; after 150, 14.1 against 20.1%, seed 1; LSTM core, constant lr), so the paper
+    # preset's RAM takes 0.1: 4.91% at T=8 and 7.03% at T=4 over the same 200 epochs
+    # (results/paper/cluttered-T{8,4}-ram).
     "paper": ClutteredPreset(
         ClutteredData(),
         Sizes(read_n=12, lstm_size=256, resnet_width=24, ram_loc_std=0.1, ram_reinforce_into_core=0.1,
