@@ -146,7 +146,10 @@ PRESETS: dict[str, dict[str, NllPreset]] = {
         # the winner of `bench recipe --preset paper` (results/paper/recipe): lr 1e-3, cosine over 100 epochs
         # K = 5000 rows per pass (one image): on the 2-core EPYC of family 25 the paper's model
         # weighed 640 rows/s in passes of 5,000 rows against 452 in passes of 25,000 (eager
-        # float32, the cache-sized state wins); a GPU is still busy with 5,000.
+        # float32, the cache-sized state wins); a GPU is still busy with 5,000. The estimate runs
+        # the models' own eager float32 method: the training's fused layout is slower for this
+        # forward-only pass (same EPYC, 2 threads, the paper run's epoch-21 models, rows/s: with
+        # attention 741 eager, 568 fused, 255 fused and compiled; without 420, 335, 342).
         "paper": NllPreset(NllData(), 5000, 5000, _table3("mnist"), CANDIDATES[PAPER_RECIPE].train),
     },
     "twodigit": {
