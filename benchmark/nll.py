@@ -149,7 +149,8 @@ PRESETS: dict[str, dict[str, NllPreset]] = {
         # float32, the cache-sized state wins); a GPU is still busy with 5,000. The estimate runs
         # the models' own eager float32 method: the training's fused layout is slower for this
         # forward-only pass (same EPYC, 2 threads, the paper run's epoch-21 models, rows/s: with
-        # attention 741 eager, 568 fused, 255 fused and compiled; without 420, 335, 342).
+        # attention 741 eager, 568 fused, 255 fused and compiled; without 420, 335, 342; then
+        # the eager method without attention computed x's share of the encoder once: 540).
         "paper": NllPreset(NllData(), 5000, 5000, _table3("mnist"), CANDIDATES[PAPER_RECIPE].train),
     },
     "twodigit": {

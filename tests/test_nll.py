@@ -167,6 +167,33 @@ def test_draw_weights_average_to_the_bound():
     torch.testing.assert_close(neg_w.mean(1), bound.mean(1), atol=5 * se + 0.05, rtol=0)
 
 
+@pytest.mark.parametrize("attention", [True, False])
+def test_draw_importance_weights_follow_the_plain_recurrence(attention):
+    """``log_importance_weights`` (which, without attention, computes the encoder's product
+    with x once for all steps) gives, from the same noise, the weights of the step-by-step
+    recurrence with the encoder on the concatenated read, log N(z; 0, I) - log N(z; mu, sigma)
+    taken from torch.distributions."""
+    model = tiny(attention)
+    with torch.no_grad():
+        model.q_mu.weight.mul_(4)
+    n, T, Z = 5, model.cfg.T, model.cfg.z_size
+    x, _ = binary(n).batch(torch.arange(n))
+    with torch.no_grad():
+        torch.manual_seed(4)
+        got = model.log_importance_weights(x)
+        torch.manual_seed(4)
+        eps = torch.randn(T, n, Z)
+        state, log_ratio = model.initial_state(n, x.device, x.dtype), torch.zeros(n)
+        for t in range(T):
+            state, mu, log_sigma, _ = model._infer(x, state, eps[t])
+            z = mu + log_sigma.exp() * eps[t]
+            prior, q = torch.distributions.Normal(0.0, 1.0), torch.distributions.Normal(mu, log_sigma.exp())
+            log_ratio += (prior.log_prob(z) - q.log_prob(z)).sum(-1)
+        want = log_ratio - bernoulli_nll(state["c"], x)
+    assert want.abs().min() > 1.0  # weights far from 0: the comparison below means something
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+
+
 def test_draw_estimate_is_below_the_bound():
     model = tiny()
     with torch.no_grad():
