@@ -21,7 +21,9 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
     """Rebuild the dataclass ``cls`` from ``data`` (as ``asdict`` and a JSON round trip left
     it): nested dataclasses, ``dict[str, X]``, ``list[X]``, ``tuple[...]`` and optional
     fields are rebuilt by their annotations. Unknown or missing keys raise
-    :class:`ConfigError` naming the place (``where``)."""
+    :class:`ConfigError` naming the place (``where``), but for the keys a dataclass lists in
+    its ``RETIRED_SETTINGS`` class attribute: settings older versions wrote that changed
+    only the speed, not the results, read and dropped so that their folders still read."""
     return _build(cls, data, where)
 
 
@@ -32,7 +34,7 @@ def _build(tp: Any, data: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {type(data).__name__}")
         hints = typing.get_type_hints(tp)
         fields = {f.name: f for f in dataclasses.fields(tp) if f.init}
-        unknown = sorted(set(data) - set(fields))
+        unknown = sorted(set(data) - set(fields) - set(getattr(tp, "RETIRED_SETTINGS", ())))
         if unknown:
             raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)} for {tp.__name__}")
         kwargs = {name: _build(hints[name], data[name], f"{where}.{name}") for name in fields if name in data}

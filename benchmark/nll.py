@@ -22,6 +22,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -49,7 +50,7 @@ from draw.train import TrainConfig, TrainResult, train
 
 MODELS = ("draw", "draw-noattn")
 # Importance-weight rows per saved chunk of the IS estimate: a few minutes of a 2-core CPU for
-# the paper's model (20 images at K = 5000: 2.6 min at 640 rows/s), well under a second on a GPU.
+# the paper's model (20 images at K = 5000: 2 to 3 min at 600-800 rows/s), well under a second on a GPU.
 IS_CHUNK_ROWS = 100_000
 # The seed of the order in which the IS estimate visits the test images (see is_order).
 IS_ORDER_SEED = 150204623  # the paper's arXiv number
@@ -92,7 +93,6 @@ class NllPreset:
 
     data: NllData
     K: int
-    max_rows: int
     model: DrawConfig
     train: TrainConfig
     figures: Figures = field(default_factory=Figures)
@@ -138,41 +138,39 @@ _SMOKE = {"T": 4, "read_n": 2, "write_n": 3, "lstm_size": 32, "z_size": 8}
 # "60x60 with two digits": we use its MNIST model on the larger canvas.
 PRESETS: dict[str, dict[str, NllPreset]] = {
     "mnist": {
-        "smoke": NllPreset(NllData(128, 50, 50, 16), 8, 256, _table3("mnist", **_SMOKE),
+        "smoke": NllPreset(NllData(128, 50, 50, 16), 8, _table3("mnist", **_SMOKE),
                            _tc(epochs=1, batch_size=32, lr=3e-3), Figures(16, 4, 4)),
-        "quick": NllPreset(NllData(None, 2000, None, 1000), 100, 4000,
+        "quick": NllPreset(NllData(None, 2000, None, 1000), 100,
                            _table3("mnist", T=16, read_n=12, write_n=12),
                            _tc(epochs=3, batch_size=64, lr=2e-3, schedule="cosine", warmup_steps=100)),
         # the winner of `bench recipe --preset paper` (results/paper/recipe): lr 1e-3, cosine over 100 epochs
-        # K = 5000 rows per pass (one image): on the 2-core EPYC of family 25 the paper's model
-        # weighed 640 rows/s in passes of 5,000 rows against 452 in passes of 25,000 (eager
-        # float32, the cache-sized state wins); a GPU is still busy with 5,000. The estimate runs
-        # the models' own eager float32 method: the training's fused layout is slower for this
+        # The estimate runs the models' own eager float32 method, in passes of
+        # draw.likelihood.rows_per_pass rows (1,000 on a CPU, where the cache-sized state wins): the training's fused layout is slower for this
         # forward-only pass (same EPYC, 2 threads, the paper run's epoch-21 models, rows/s: with
         # attention 741 eager, 568 fused, 255 fused and compiled; without 420, 335, 342; then
         # the eager method without attention computed x's share of the encoder once: 540).
-        "paper": NllPreset(NllData(), 5000, 5000, _table3("mnist"), CANDIDATES[PAPER_RECIPE].train),
+        "paper": NllPreset(NllData(), 5000, _table3("mnist"), CANDIDATES[PAPER_RECIPE].train),
     },
     "twodigit": {
-        "smoke": NllPreset(NllData(128, 32, 32, 8), 4, 256, _table3("twodigit", **_SMOKE),
+        "smoke": NllPreset(NllData(128, 32, 32, 8), 4, _table3("twodigit", **_SMOKE),
                            _tc(epochs=1, batch_size=32, lr=3e-3), Figures(16, 4, 4)),
         # 20,000 images x 3 epochs (4.4 min) drew only blobs, its bound still falling 8 nats an epoch
-        "quick": NllPreset(NllData(50000, 1000, 2000, 200), 50, 2000, _table3("twodigit", T=32),
+        "quick": NllPreset(NllData(50000, 1000, 2000, 200), 50, _table3("twodigit", T=32),
                            _tc(epochs=4, batch_size=64, lr=2e-3, schedule="cosine", warmup_steps=100),
                            Figures(36, 6, 6)),
-        "paper": NllPreset(NllData(50000, 10000, 10000, 10000), 1000, 10000, _table3("twodigit"),
+        "paper": NllPreset(NllData(50000, 10000, 10000, 10000), 1000, _table3("twodigit"),
                            _tc(epochs=100, batch_size=64, lr=1e-3, schedule="cosine", warmup_steps=500),
                            Figures(36, 8, 8)),
     },
     **{name: {
-        "smoke": NllPreset(NllData(64, 32, 32, 8), 4, 256, _table3(name, **_SMOKE),
+        "smoke": NllPreset(NllData(64, 32, 32, 8), 4, _table3(name, **_SMOKE),
                            _tc(epochs=1, batch_size=32, lr=3e-3), Figures(16, 4, 4)),
         # a reduced model (T=16, LSTM 256) for a CPU; the paper's sizes are Table 3's (paper preset)
-        "quick": NllPreset(NllData(None, 2000, None, 500), 100, 2000,
+        "quick": NllPreset(NllData(None, 2000, None, 500), 100,
                            _table3(name, T=16, lstm_size=256, read_n=5, write_n=5),
                            _tc(epochs=3, batch_size=64, lr=1e-3, schedule="cosine", warmup_steps=200),
                            Figures(36, 6, 6)),
-        "paper": NllPreset(NllData(), 1000, 10000, _table3(name),
+        "paper": NllPreset(NllData(), 1000, _table3(name),
                            _tc(epochs=100, batch_size=64, lr=1e-3, schedule="cosine", warmup_steps=500),
                            Figures(36, 8, 8)),
     } for name in ("svhn", "cifar10")},
@@ -189,11 +187,13 @@ class NllConfig:
     models: dict[str, DrawConfig]
     data: NllData
     importance_samples: int
-    max_rows: int
     train: TrainConfig
     figures: Figures
     speed: SpeedConfig = field(default_factory=SpeedConfig)
     bench: str = "nll"
+    # Rows per forward pass of the importance-sampled estimate, in config.json before
+    # draw.likelihood.rows_per_pass chose them by device: a speed setting, dropped on reading.
+    RETIRED_SETTINGS: ClassVar[tuple[str, ...]] = ("max_rows",)
 
 
 def bench_config(preset: str, *, seeds: int = 1, dataset: str = "mnist", models: list[str] | None = None,
@@ -208,7 +208,7 @@ def bench_config(preset: str, *, seeds: int = 1, dataset: str = "mnist", models:
         raise ValueError(f"unknown model(s) {', '.join(bad)}; choose from {', '.join(MODELS)}")
     specs = {m: replace(p.model, attention=m == "draw") for m in names}
     return NllConfig(preset=preset, dataset=dataset, seeds=list(range(seeds)), models=specs, data=replace(p.data),
-                     importance_samples=p.K, max_rows=p.max_rows, train=replace(p.train), figures=replace(p.figures),
+                     importance_samples=p.K, train=replace(p.train), figures=replace(p.figures),
                      speed=speed or SpeedConfig())
 
 
@@ -398,7 +398,7 @@ class NllBench(Bench):
         t0 = time.perf_counter()
         idx = torch.from_numpy(self.is_images[start:stop])
         x, _ = self.test_data.batch(idx.to(self.test_data.device))
-        nll = iwae_nll(t.model.log_importance_weights, x, K, max_rows=self.cfg.max_rows).cpu().numpy()
+        nll = iwae_nll(t.model.log_importance_weights, x, K).cpu().numpy()  # draw.likelihood.rows_per_pass
         append_csv(path, pd.DataFrame({"chunk": c, "index": idx.numpy(), "nll_is": nll,
                                        "chunk_s": time.perf_counter() - t0}), key=["chunk", "index"])
         write_is_progress(ctx.out, job, path, t.bound["bound"], self.n_is, len(t.result.history))

@@ -72,13 +72,26 @@ def discretized_logistic_nll(mean: Tensor, log_scale: Tensor, x: Tensor, bins: i
 
 
 # -- importance-sampled negative log-likelihood -----------------------------------------
+# Rows of importance weights per forward pass, by device type. On a CPU a pass that keeps the
+# recurrent state in cache wins: the paper's MNIST model (T=64) on the 2-core EPYC of family 25,
+# 2 threads, eager float32, rows/s at 500 / 1,000 / 2,500 / 5,000 rows: with attention 742 / 818 /
+# 837 / 700, without 543 / 612 / 526 / 485. A GPU is kept busy by larger passes (not timed here:
+# 5,000, the size the paper preset used before).
+ROWS_PER_PASS = {"cpu": 1000}
+ROWS_PER_PASS_DEFAULT = 5000
+
+
+def rows_per_pass(device: torch.device | str) -> int:
+    """How many importance-weight rows one forward pass takes on ``device`` (see ROWS_PER_PASS)."""
+    return ROWS_PER_PASS.get(torch.device(device).type, ROWS_PER_PASS_DEFAULT)
+
 def log_mean_exp(w: Tensor, dim: int = -1) -> Tensor:
     """``log(mean(exp(w)))`` along ``dim`` in float64, stable for any magnitude of ``w``."""
     w = w.double()
     return torch.logsumexp(w, dim) - math.log(w.shape[dim])
 
 
-def iwae_nll(log_weights: Callable[[Tensor], Tensor], x: Tensor, K: int, *, max_rows: int = 4096) -> Tensor:
+def iwae_nll(log_weights: Callable[[Tensor], Tensor], x: Tensor, K: int, *, max_rows: int | None = None) -> Tensor:
     """Importance-sampled estimate of ``-log p(x)`` per item, ``(n,)`` float64 nats.
 
     ``log_weights(x_rows) -> (rows,)`` draws one latent ``z ~ q(z | x)`` per row and returns
@@ -89,10 +102,14 @@ def iwae_nll(log_weights: Callable[[Tensor], Tensor], x: Tensor, K: int, *, max_
 
     The ``n * K`` rows are evaluated in chunks of at most ``max_rows`` (``x`` repeated,
     several items per chunk when ``K <= max_rows``; otherwise one item and several chunks
-    of draws); log-mean-exp runs in float64.
+    of draws; None: :func:`rows_per_pass` of ``x``'s device); log-mean-exp runs in float64.
+    The chunking changes the speed, not the estimate's distribution.
     """
     if K < 1:
         raise ValueError(f"K must be >= 1, got {K}")
+    max_rows = rows_per_pass(x.device) if max_rows is None else max_rows
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be >= 1, got {max_rows}")
     n = x.shape[0]
     if K <= max_rows:
         m = max(1, max_rows // K)  # items per chunk
@@ -115,7 +132,7 @@ def iwae_nll(log_weights: Callable[[Tensor], Tensor], x: Tensor, K: int, *, max_
 
 @torch.no_grad()
 def importance_sampled_nll_per_item(
-    model: nn.Module, data: TensorData, K: int, *, max_rows: int = 4096, batch_size: int = 2000,
+    model: nn.Module, data: TensorData, K: int, *, max_rows: int | None = None, batch_size: int = 2000,
     progress: bool = False,
 ) -> Tensor:
     """``-log p(x)`` estimates ``(n,)`` float64 for every item of ``data``, using
@@ -141,7 +158,7 @@ def importance_sampled_nll_per_item(
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
 
-def importance_sampled_nll(model: nn.Module, data: TensorData, K: int, *, max_rows: int = 4096,
+def importance_sampled_nll(model: nn.Module, data: TensorData, K: int, *, max_rows: int | None = None,
                            progress: bool = False) -> float:
     """Mean over ``data`` of the importance-sampled NLL estimate with ``K`` draws per image, in
     nats per image (see :func:`iwae_nll`). ``model`` provides ``log_importance_weights(x)``

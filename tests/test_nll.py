@@ -114,10 +114,27 @@ def test_chunking_does_not_change_a_deterministic_estimate():
     def log_w(rows):
         return -rows.square().sum(1)  # every draw equal: the estimate is exact
 
-    for K, max_rows in [(5, 1000), (5, 7), (40, 16), (3, 1)]:
+    for K, max_rows in [(5, 1000), (5, 7), (40, 16), (3, 1), (2000, None)]:  # None: the device's rows per pass
         torch.testing.assert_close(iwae_nll(log_w, x, K, max_rows=max_rows), x.square().sum(1))
     with pytest.raises(ValueError, match="K must be"):
         iwae_nll(log_w, x, 0)
+    with pytest.raises(ValueError, match="max_rows must be"):
+        iwae_nll(log_w, x, 5, max_rows=0)
+
+
+def test_rows_per_pass_follow_the_device():
+    from draw.likelihood import ROWS_PER_PASS_DEFAULT, rows_per_pass
+
+    assert rows_per_pass("cpu") == rows_per_pass(torch.device("cpu")) == 1000
+    assert rows_per_pass("cuda") == rows_per_pass("cuda:1") == ROWS_PER_PASS_DEFAULT
+    seen = []
+
+    def log_w(rows):
+        seen.append(len(rows))
+        return torch.zeros(len(rows))
+
+    iwae_nll(log_w, torch.zeros(3, 2), K=2500)  # one image at a time, in CPU passes of 1,000 rows
+    assert seen == [1000, 1000, 500] * 3
 
 
 # -- DRAW ------------------------------------------------------------------------------------
@@ -355,6 +372,29 @@ def test_bench_config_is_json_and_gives_both_models_one_budget():
     assert (q.T, q.read_n, q.write_n, q.lstm_size, q.z_size) == (16, 12, 12, 256, 100)
     with pytest.raises(ValueError, match="unknown dataset"):
         bench_config("smoke", dataset="cifar")
+
+
+def test_a_folder_whose_config_holds_the_retired_max_rows_still_reads_and_resumes(tmp_path):
+    """Bench folders written before draw.likelihood.rows_per_pass (the quick results shipped
+    in results/, the paper run) stored the IS estimate's rows per pass as ``max_rows``: their
+    config is read without it, and compares equal to today's, so the same command continues them."""
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from benchmark.config import ConfigError, from_dict
+    from benchmark.nll import NllBench, NllConfig, bench_config
+    from benchmark.report import normalize_config
+    from benchmark.runner import _as_read_today
+
+    stored = json.loads(json.dumps({**asdict(bench_config("paper")), "max_rows": 5000}))
+    assert from_dict(NllConfig, stored) == bench_config("paper")
+    assert _as_read_today(NllConfig, stored) == normalize_config(asdict(bench_config("paper")))
+    with pytest.raises(ConfigError, match="unknown setting.*max_row "):
+        from_dict(NllConfig, {**stored, "max_row": 5000})  # any other unknown key is still refused
+    shipped = Path(__file__).resolve().parents[1] / "results" / "quick" / "nll-mnist"
+    assert "max_rows" in json.loads((shipped / "config.json").read_text())["config"]
+    cfg = NllBench.from_folder(shipped).cfg
+    assert cfg == bench_config("quick", speed=cfg.speed)  # the CPU's speed switches it ran with
 
 
 def test_read_footprint_mass():
