@@ -72,11 +72,14 @@ def discretized_logistic_nll(mean: Tensor, log_scale: Tensor, x: Tensor, bins: i
 
 
 # -- importance-sampled negative log-likelihood -----------------------------------------
-# Rows of importance weights per forward pass, by device type. On a CPU a pass that keeps the
-# recurrent state in cache wins: the paper's MNIST model (T=64) on the 2-core EPYC of family 25,
-# 2 threads, eager float32, rows/s at 500 / 1,000 / 2,500 / 5,000 rows: with attention 742 / 818 /
-# 837 / 700, without 543 / 612 / 526 / 485. A GPU is kept busy by larger passes (not timed here:
-# 5,000, the size the paper preset used before).
+# Rows of importance weights per forward pass, by device type. On a CPU a pass whose recurrent
+# state stays nearer the cores wins: the paper's MNIST models (T=64, trained 100 epochs) on the
+# 2-core EPYC of family 25, 2 threads, eager float32, passes of 1,000 / 2,500 / 5,000 rows
+# interleaved in one process on real test images, rows/s (median of 3): with attention 747 /
+# 750 / 618, without 586 / 557 / 518. This VM's speed drifts by 10-20% from minute to minute:
+# in the paper run itself chunks of 20 images took 122-124 s (attention) and 171 s (without)
+# at 5,000 rows, and 121 s and 178 s at 1,000 rows ten minutes later. A GPU is kept busy by
+# larger passes (not timed here: 5,000, the size the paper preset used before).
 ROWS_PER_PASS = {"cpu": 1000}
 ROWS_PER_PASS_DEFAULT = 5000
 
@@ -84,6 +87,7 @@ ROWS_PER_PASS_DEFAULT = 5000
 def rows_per_pass(device: torch.device | str) -> int:
     """How many importance-weight rows one forward pass takes on ``device`` (see ROWS_PER_PASS)."""
     return ROWS_PER_PASS.get(torch.device(device).type, ROWS_PER_PASS_DEFAULT)
+
 
 def log_mean_exp(w: Tensor, dim: int = -1) -> Tensor:
     """``log(mean(exp(w)))`` along ``dim`` in float64, stable for any magnitude of ``w``."""
