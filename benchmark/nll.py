@@ -487,7 +487,7 @@ class NllBench(Bench):
         paths = super().write_report(out, cfg)
         if read_results(Path(out)).empty:  # no test rows: the base drew no plots
             set_plot_style()
-            paths += learning_curves(Path(out))
+            paths += learning_curves(Path(out), cfg)
         return paths
 
 
@@ -629,7 +629,7 @@ def plots(out: Path, df: pd.DataFrame, cfg: NllConfig) -> list[Path]:
     written.append(out / "nll.png")
     save_figure(fig, written[-1])
 
-    written += learning_curves(out)
+    written += learning_curves(out, cfg)
 
     kl_path = out / "kl_per_step.csv"
     if kl_path.exists():
@@ -646,10 +646,14 @@ def plots(out: Path, df: pd.DataFrame, cfg: NllConfig) -> list[Path]:
     return written
 
 
-def learning_curves(out: Path) -> list[Path]:
-    """``learning_curves.png`` from ``out/curves.csv`` (none while no epoch has finished)."""
+def learning_curves(out: Path, cfg: NllConfig) -> list[Path]:
+    """``learning_curves.png`` from ``out/curves.csv`` (none while no epoch has finished).
+    A run of more than 20 epochs gets a second panel: its last half on a linear scale, where
+    the models' gap shows (the first epochs' bounds, 100 nats above the end, squash it in the
+    first panel), with the paper's bounds for binarized MNIST as dashed lines."""
     import matplotlib.pyplot as plt
     import seaborn as sns
+    from matplotlib.ticker import ScalarFormatter
 
     curves_path = out / "curves.csv"
     if not curves_path.exists():
@@ -659,13 +663,36 @@ def learning_curves(out: Path) -> list[Path]:
                        var_name="set", value_name="bound")
     long["label"] = long.model.map(MODEL_LABELS)
     long["set"] = long["set"].map({"train_bound": "training (running mean)", "valid_bound": "validation"})
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    sns.lineplot(data=long, x="epoch", y="bound", hue="label", style="set", marker="o", errorbar="sd", ax=ax)
-    ax.set_ylabel("bound (nats per image)")
     epochs = sorted(long.epoch.unique())
-    ax.set_xticks(epochs if len(epochs) <= 20 else epochs[:: -(-len(epochs) // 20)])
+    long_run = len(epochs) > 20
+    order = [MODEL_LABELS[m] for m in cfg.models if m in set(curves.model)]
+    colors = dict(zip(order, sns.color_palette(n_colors=len(order)), strict=True))
+    hue = {"hue": "label", "hue_order": order, "palette": colors, "style": "set", "errorbar": "sd"}
+    fig, axes = plt.subplots(1, 2 if long_run else 1, figsize=(12, 4.4) if long_run else (7, 4.2), squeeze=False)
+    ax = axes[0, 0]
+    sns.lineplot(data=long, x="epoch", y="bound", marker=None if long_run else "o", ax=ax, **hue)
+    ax.set_ylabel("bound (nats per image)")
+    ax.set_xticks(epochs if not long_run else epochs[:: -(-len(epochs) // 10)])
     ax.set_title("Learning curves (band: spread over seeds)")
     ax.legend(title="", fontsize=8)
+    if long_run:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(ScalarFormatter())
+        ax.set_ylabel("bound (nats per image), log scale")
+        late = long[long.epoch >= epochs[len(epochs) // 2]]
+        zoom = axes[0, 1]
+        sns.lineplot(data=late, x="epoch", y="bound", ax=zoom, legend=False, **hue)
+        if cfg.dataset == "mnist":
+            t2 = paper.table2().set_index("model")
+            for m in (m for m in cfg.models if m in set(late.model)):
+                v = float(t2.loc[PAPER_ROW[m], "nll_nats"])
+                zoom.axhline(v, ls=":", lw=1.2, color=colors[MODEL_LABELS[m]])
+                zoom.text(late.epoch.min(), v, f"paper: {PAPER_ROW[m]} ≤ {v:.2f}", fontsize=7, va="bottom",
+                          color=colors[MODEL_LABELS[m]])
+        zoom.set_ylabel("bound (nats per image)")
+        zoom.set_title(f"The last half, epochs {late.epoch.min()}-{late.epoch.max()}"
+                       + (" (dotted: the paper's test bounds)" if cfg.dataset == "mnist" else ""))
     save_figure(fig, out / "learning_curves.png")
     return [out / "learning_curves.png"]
 

@@ -571,3 +571,25 @@ def test_importance_sampling_resumes_chunk_by_chunk_to_the_same_estimates(fake_m
         assert progress.bound_same_images_nats[model] == pytest.approx(mine.bound.mean())
         assert progress.nll_is_nats[model] == pytest.approx(mine.nll_is.mean())
     assert "in progress" not in (out / "table.md").read_text()
+
+
+def test_learning_curves_of_a_long_run_add_a_zoom_on_its_last_half(tmp_path):
+    """Past 20 epochs the figure gets a second panel (the last half on a linear scale, with
+    the paper's bounds): the first epochs' 200 nats no longer hide the models' gap."""
+    from PIL import Image
+
+    from benchmark.nll import bench_config, learning_curves
+    from benchmark.report import set_plot_style
+
+    set_plot_style()
+    widths = {}
+    for n in (5, 30):
+        out = tmp_path / str(n)
+        out.mkdir()
+        rows = [{"model": m, "seed": 0, "epoch": e, "train_bound": 200 / e + 80 + 4 * (m == "draw-noattn"),
+                 "valid_bound": 200 / e + 81 + 4 * (m == "draw-noattn")}
+                for e in range(1, n + 1) for m in ("draw", "draw-noattn")]
+        pd.DataFrame(rows).to_csv(out / "curves.csv", index=False)
+        (png,) = learning_curves(out, bench_config("paper"))
+        widths[n] = Image.open(png).size[0]
+    assert widths[30] > 1.5 * widths[5]
