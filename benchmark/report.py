@@ -247,6 +247,7 @@ def write_config(
     finished: datetime | None = None,
     complete: bool | None = None,
     data: dict | None = None,
+    as_read_today: Callable[[Any], Any] | None = None,
 ) -> Path:
     """Write ``config.json`` = {config, provenance, started, finished, complete, sessions}
     atomically; return its path.
@@ -256,14 +257,17 @@ def write_config(
     machine of each invocation) instead of forgetting the earlier ones; ``started`` is the
     first session's. ``complete``: False when a time budget stopped the run before its last
     job (rerun to continue). ``data``: what data the run read, when the config alone does
-    not say (kept from the previous write when not given).
+    not say (kept from the previous write when not given). ``as_read_today`` maps the stored
+    config to how the code reads it today (see :func:`prepare_out_dir`'s ``complete``) before
+    the comparison, so that a setting added or retired since keeps the history.
     """
     path = Path(out_dir) / CONFIG_FILE
     cfg, prov = normalize_config(config), provenance()
     try:
         old = json.loads(path.read_text(encoding="utf-8"))
-        sessions = list(old["sessions"]) if old["config"] == cfg else []
-        data = data if data is not None or old["config"] != cfg else old.get("data")
+        same = (old["config"] if as_read_today is None else as_read_today(old["config"])) == cfg
+        sessions = list(old["sessions"]) if same else []
+        data = data if data is not None or not same else old.get("data")
     except (OSError, ValueError, KeyError, TypeError):
         sessions = []
     me = {"started": started.isoformat(), "finished": None if finished is None else finished.isoformat(),

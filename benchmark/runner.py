@@ -28,6 +28,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -257,8 +258,9 @@ def run_bench(bench: Bench, out: str | Path, *, overwrite: bool = False, device:
     if not overwrite:
         bench, asked, stored = _join_folder(bench, Path(out).expanduser(), echo)
     cfg = to_dict(bench.cfg)
+    as_read_today = partial(_as_read_today, bench.config_class)
     out = prepare_out_dir(out, cfg if stored is None else stored, overwrite,  # config.json is written below
-                          complete=lambda old: _as_read_today(bench.config_class, old))
+                          complete=as_read_today)
     ctx = RunContext(out=out, device=torch.device(device), data_dir=Path(data_dir) if data_dir else None, echo=echo,
                      progress=progress, overwrite=overwrite,
                      deadline=None if max_minutes is None else time.monotonic() + 60 * max_minutes)
@@ -274,7 +276,7 @@ def run_bench(bench: Bench, out: str | Path, *, overwrite: bool = False, device:
     if len(todo) < len(jobs):
         echo(f"{len(jobs) - len(todo)} of {len(jobs)} jobs already in {out / 'results.csv'}: skipped")
     started = datetime.now(timezone.utc)
-    write_config(out, cfg, started)
+    write_config(out, cfg, started, as_read_today=as_read_today)
     complete, interrupted = True, None
     try:
         bench.setup(ctx, todo)
@@ -291,7 +293,8 @@ def run_bench(bench: Bench, out: str | Path, *, overwrite: bool = False, device:
         bench.finish(ctx)
     for path in bench.write_report(out, bench.cfg):
         echo(f"wrote {path}")
-    write_config(out, cfg, started, datetime.now(timezone.utc), complete=complete, data=bench.data_record())
+    write_config(out, cfg, started, datetime.now(timezone.utc), complete=complete, data=bench.data_record(),
+                 as_read_today=as_read_today)
     echo(f"wrote {out / 'results.csv'} and {out / CONFIG_FILE}" + ("" if complete else " (not finished yet)"))
     if interrupted is not None:
         raise interrupted

@@ -396,6 +396,19 @@ def test_a_folder_whose_config_holds_the_retired_max_rows_still_reads_and_resume
     cfg = NllBench.from_folder(shipped).cfg
     assert cfg == bench_config("quick", speed=cfg.speed)  # the CPU's speed switches it ran with
 
+    # resuming keeps the folder's history of sessions (config.json)
+    from datetime import datetime, timedelta, timezone
+    from functools import partial
+
+    from benchmark.report import write_config
+
+    first = datetime(2026, 12, 4, tzinfo=timezone.utc)
+    write_config(tmp_path, stored, first, finished=first)
+    write_config(tmp_path, asdict(bench_config("paper")), first + timedelta(days=1),
+                 as_read_today=partial(_as_read_today, NllConfig))
+    doc = json.loads((tmp_path / "config.json").read_text())
+    assert len(doc["sessions"]) == 2 and doc["started"] == first.isoformat() and "max_rows" not in doc["config"]
+
 
 def test_read_footprint_mass():
     from benchmark.pictures import read_footprint
