@@ -145,7 +145,7 @@ PRESETS: dict[str, dict[str, NllPreset]] = {
                            _tc(epochs=3, batch_size=64, lr=2e-3, schedule="cosine", warmup_steps=100)),
         # the winner of `bench recipe --preset paper` (results/paper/recipe): lr 1e-3, cosine over 100 epochs
         # The estimate runs the models' own eager float32 method, in passes of
-        # draw.likelihood.rows_per_pass rows (1,000 on a CPU, where the cache-sized state wins): the training's fused layout is slower for this
+        # draw.likelihood.rows_per_pass rows (1,000 on a CPU): the training's fused layout is slower for this
         # forward-only pass (same EPYC, 2 threads, the paper run's epoch-21 models, rows/s: with
         # attention 741 eager, 568 fused, 255 fused and compiled; without 420, 335, 342; then
         # the eager method without attention computed x's share of the encoder once: 540).
@@ -650,7 +650,7 @@ def learning_curves(out: Path, cfg: NllConfig) -> list[Path]:
     """``learning_curves.png`` from ``out/curves.csv`` (none while no epoch has finished).
     A run of more than 20 epochs gets a second panel: its last half on a linear scale, where
     the models' gap shows (the first epochs' bounds, 100 nats above the end, squash it in the
-    first panel), with the paper's bounds for binarized MNIST as dashed lines."""
+    first panel), with the paper's bounds for binarized MNIST as dotted lines."""
     import matplotlib.pyplot as plt
     import seaborn as sns
     from matplotlib.ticker import ScalarFormatter
