@@ -8,6 +8,7 @@ epoch order and takes its slice of each global batch, and rank 0 alone writes an
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 
 import torch
@@ -38,19 +39,49 @@ def is_main_process() -> bool:
     return world()[0] == 0
 
 
+# The group that carries :func:`all_reduce` under gloo: a group of its own, apart from the
+# default one that DistributedDataParallel holds. A gloo worker thread that finishes a
+# collective on a tensor Python can see must take the GIL to let go of it; if the process
+# reaches interpreter finalization first (a rank that returns right after its last metrics
+# all-reduce, on a busy CPU), that thread is terminated mid-destructor and the process
+# aborts with "terminate called without an active exception" (torch 2.14: 2 of 96 looped
+# runs of the two-process DRAW test on the 2-core EPYC beside another job, and once in CI;
+# the core dump showed ~AsyncAllreduceWork in a gloo thread during Py_FinalizeEx). DDP keeps
+# the default group alive until exit, but this one nobody else holds, so :func:`_shut_down`
+# destroys it while the interpreter is whole: its destructor joins its threads (releasing
+# the GIL meanwhile), and they let go of everything first. None: the default group (NCCL
+# on CUDA, not tried here for want of a GPU; or a single process).
+_metrics_group = None
+
+
 def init_distributed(device: torch.device) -> tuple[int, int]:
     """Join torchrun's process group when ``WORLD_SIZE`` > 1 (NCCL on CUDA, gloo on CPU);
     returns ``(rank, world size)``."""
     import torch.distributed as dist
 
+    global _metrics_group
     rank, size = world()
     if size > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend)
+        _metrics_group = dist.new_group(backend="gloo") if backend == "gloo" else None
+        atexit.register(_shut_down)
         rank, size = world()
     return rank, size
+
+
+def _shut_down() -> None:
+    """At exit: destroy every process group, and collect the cycles that may still hold the
+    metrics group, so that its threads are joined before the interpreter finalizes."""
+    import torch.distributed as dist
+
+    global _metrics_group
+    if dist.is_initialized():
+        _metrics_group = None
+        dist.destroy_process_group()
+        gc.collect()
 
 
 def all_reduce(t: Tensor, op: str = "sum") -> Tensor:
@@ -59,5 +90,5 @@ def all_reduce(t: Tensor, op: str = "sum") -> Tensor:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM, group=_metrics_group)
     return t

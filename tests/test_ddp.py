@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -95,3 +96,44 @@ def test_two_processes_train_fused_draw_like_one(tmp_path):
     """DRAW's noise is drawn for the global batch and sliced per rank, so even the sampled
     latents match the single process."""
     _check_same_training(tmp_path, "draw", fused=True)
+
+
+def _gloo_worker_threads() -> int:
+    """This process's gloo worker threads, by the name torch gives them (0 where it names none)."""
+    names = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            names.append(Path(f"/proc/self/task/{tid}/comm").read_text().strip())
+        except OSError:  # the thread ended meanwhile
+            pass
+    return sum(name == "pt_gloo_runloop" for name in names)
+
+
+def _shutdown_worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    from torch.nn.parallel import DistributedDataParallel
+
+    from draw import distributed
+
+    distributed.init_distributed(torch.device("cpu"))
+    ddp = DistributedDataParallel(torch.nn.Linear(2, 2))  # holds the default group, as training does
+    total = distributed.all_reduce(torch.ones(3))
+    before = _gloo_worker_threads()
+    distributed._shut_down()  # what atexit runs
+    torch.save({"total": total, "before": before, "after": _gloo_worker_threads()}, os.path.join(out, f"rank{rank}.pt"))
+    del ddp
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc to count threads")
+def test_metrics_all_reduce_threads_are_joined_before_exit(tmp_path):
+    """The metrics all-reduce runs on a gloo group that DDP does not hold, so the exit handler
+    joins its worker threads while the interpreter is whole (a thread that let go of a tensor
+    during finalization aborted the process, see draw.distributed)."""
+    mp.spawn(_shutdown_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    for rank in (0, 1):
+        r = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        assert r["total"].tolist() == [2.0, 2.0, 2.0]
+        if r["before"] == 0:
+            pytest.skip("this torch does not name its gloo worker threads")
+        assert r["after"] < r["before"], r  # the metrics group's threads are gone, DDP's may stay
