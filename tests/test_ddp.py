@@ -46,9 +46,14 @@ def _train(kind: str, out, fused: bool):
                  select="error" if kind == "classifier" else "loss", speed=SpeedConfig(fused=fused))
 
 
-def _worker(rank: int, world: int, port: int, kind: str, out: str, fused: bool) -> None:
+def _rendezvous(rank: int, world: int, port: int) -> None:
+    """torchrun's environment for this spawned process."""
     os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+
+
+def _worker(rank: int, world: int, port: int, kind: str, out: str, fused: bool) -> None:
+    _rendezvous(rank, world, port)
     torch.set_num_threads(1)
     if rank != 0:  # rank 0 alone may write: any other writer fails the test
         import draw.train
@@ -110,8 +115,7 @@ def _gloo_worker_threads() -> int:
 
 
 def _shutdown_worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    _rendezvous(rank, world, port)
     from torch.nn.parallel import DistributedDataParallel
 
     from draw import distributed
