@@ -654,16 +654,20 @@ def bench_cluttered(glimpses, preset, seeds, models, mc_samples, model_specs, ch
 @click.option("--dataset", type=click.Choice(["mnist", "twodigit", "svhn", "cifar10"]), default="mnist",
               help="Binarized MNIST (Table 2), two-digit 60x60 MNIST (section 4.3), or SVHN / CIFAR-10 (sections "
                    "4.4-4.5; their files must be in the data folder: the error names them).")
+@click.option("--models", default=None,
+              help="Comma-separated subset of: draw, draw-noattn [default: both on MNIST, draw otherwise]. In a "
+                   "folder of both, runs only these (the others are left as they are).")
 @_bench_options
 @_data_dir_option
 @_friendly_errors
-def bench_nll(preset, seeds, dataset, out, overwrite, max_minutes, eager, device, data_dir) -> None:
+def bench_nll(preset, seeds, dataset, models, out, overwrite, max_minutes, eager, device, data_dir) -> None:
     """Negative log-likelihood (the paper's Table 2): DRAW with and without attention."""
     from benchmark import nll
 
     dev = _check_device(device)
     preset = _choose_preset(preset, dev)
-    cfg = nll.bench_config(preset, seeds=seeds, dataset=dataset, speed=_bench_speed(eager, dev))
+    names = None if models is None else _comma_list(models, nll.MODELS, "model(s)", "--models")
+    cfg = nll.bench_config(preset, seeds=seeds, dataset=dataset, models=names, speed=_bench_speed(eager, dev))
     _run_bench(nll.NllBench(cfg), out or Path("runs") / preset / f"nll-{dataset}", overwrite, dev, data_dir,
                max_minutes)
 
