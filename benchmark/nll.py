@@ -13,7 +13,11 @@ ends; table.md then shows them "still training"); once they are trained, every m
 bound and figures come first, then the importance-sampled estimates, the models in turns
 again, saved chunk by chunk (table.md shows each on the images done so far, beside the
 bound on the same images). Rerunning a stopped bench with the same command resumes what
-was unfinished and skips finished models.
+was unfinished and skips finished models. What a long run needs to go on lives outside
+``runs/``, beside the results it ships with: the trained models (``weights/``), their
+learning curves (curves.csv) and the estimates' chunks (``importance/``). A folder whose
+``runs/`` is gone (a wiped scratch disk, or a results folder checked out from git) thus
+continues the importance sampling from there; only an unfinished training starts again.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmark import paper
+from benchmark.config import ConfigError, from_dict
 from benchmark.recipe import CANDIDATES, PAPER_RECIPE
 from benchmark.report import (
     append_csv,
@@ -37,7 +42,8 @@ from benchmark.report import (
     save_figure,
     summarize,
 )
-from benchmark.runner import Bench, Job, OutOfTime, RunContext
+from benchmark.runner import Bench, BenchError, Job, OutOfTime, RunContext
+from datasets.files import atomic_write_text
 from datasets.mnist import BINARIZE_SEED, BINARIZED_SOURCE_AMAT, BINARIZED_SOURCE_STOCHASTIC
 from datasets.tensors import TensorData
 from draw.checkpoint import load_checkpoint, load_model, save_weights
@@ -54,6 +60,7 @@ MODELS = ("draw", "draw-noattn")
 IS_CHUNK_ROWS = 100_000
 # The seed of the order in which the IS estimate visits the test images (see is_order).
 IS_ORDER_SEED = 150204623  # the paper's arXiv number
+IS_DIR = "importance"  # OUT/importance/<model>-seed<k>-K<K>.csv: the estimates' chunks (see NllBench._is_path)
 MODEL_LABELS = {"draw": "DRAW (ours)", "draw-noattn": "DRAW without attention (ours)"}
 DATA_FILE = "data.csv"  # the data a run actually used: binarization, sizes, K (one row)
 # What a data source name means, for table.md.
@@ -246,6 +253,7 @@ class _Trained:
     result: TrainResult
     model: DRAW
     bound: dict[str, np.ndarray]  # evaluate_bound on every test image
+    weights_id: str  # the first 16 hex digits of the shipped weights' SHA-256
 
 
 class NllBench(Bench):
@@ -317,7 +325,13 @@ class NllBench(Bench):
         done: dict[Job, int] = {}  # epochs done
         finished: set[Job] = set()
         for job in todo:
+            if (shipped := self._finished_run(ctx, job)) is not None:
+                done[job] = len(shipped.history)
+                finished.add(job)
+                continue
             last = ctx.run_dir(job) / "last.pt"
+            if not last.exists():
+                self._forget_lost_run(ctx, job)
             ckpt = load_checkpoint(last) if last.exists() else {"state": {"epoch": 0}}
             done[job] = int(ckpt["state"]["epoch"])
             write_curves(ctx.out, job.model, job.seed, ckpt["state"].get("history", []))  # in the table at once
@@ -334,8 +348,68 @@ class NllBench(Bench):
                     elif done[job] < until:
                         raise OutOfTime(str(job))
 
+    def _finished_run(self, ctx: RunContext, job: Job) -> TrainResult | None:
+        """The training of ``job`` when its run folder holds no checkpoint but the training
+        had finished: its shipped weights (the best epoch's model, written once training
+        ended) and its learning curve, every epoch of it, in curves.csv. None when the run
+        folder has a checkpoint (it wins) or no weights were shipped. Weights trained with
+        other settings than this config's, or a curve that stops short, stop the bench."""
+        cfg, path = self.cfg, ctx.weights_path(job)
+        if (ctx.run_dir(job) / "last.pt").exists() or not path.exists():
+            return None
+        _, record = load_model(path, kind="draw")
+        tcfg = replace(cfg.train, seed=job.seed)
+        try:
+            same = (from_dict(DrawConfig, record["model_config"]) == cfg.models[job.model]
+                    and from_dict(TrainConfig, record.get("train")) == tcfg
+                    and from_dict(NllData, record.get("data")) == cfg.data
+                    and (record.get("dataset"), record.get("source")) == (cfg.dataset, self.source))
+        except (ConfigError, TypeError):
+            same = False
+        if not same:
+            raise BenchError(f"{path} holds a model trained with other settings than this bench's {job} (model, "
+                             f"training, data) and {ctx.run_dir(job)} has no checkpoint: move the weights away to "
+                             "train it again, or choose another --out")
+        curves = ctx.out / "curves.csv"
+        rows = pd.read_csv(curves) if curves.exists() else pd.DataFrame({"model": [], "seed": [], "epoch": []})
+        rows = rows[(rows.model == job.model) & (rows.seed == job.seed)].sort_values("epoch")
+        if rows.epoch.tolist() != list(range(1, tcfg.epochs + 1)):
+            raise BenchError(f"{path} is shipped but {curves.name} holds {len(rows)} of the {tcfg.epochs} epochs of "
+                             f"{job}, and {ctx.run_dir(job)} has no checkpoint: its training cannot be told finished; "
+                             "move the weights away to train it again")
+        history = [{"epoch": int(r.epoch), "step": int(r.step), "seconds": r.seconds, "train_s": r.train_s,
+                    "train_loss": r.train_bound, "valid_loss": r.valid_bound, "train_recon": r.train_recon,
+                    "train_kl": r.train_kl, "valid_recon": r.valid_recon, "valid_kl": r.valid_kl}
+                   for r in rows.itertuples()]
+        best = rows.iloc[::-1].valid_bound.idxmin()  # the last of equal epochs, as train() keeps it
+        last = history[-1]
+        ctx.echo(f"{job}: {ctx.run_dir(job)} holds no checkpoint; its training finished ({tcfg.epochs} epochs in "
+                 f"{curves.name}) and its best model is shipped in {path}: going on from it")
+        return TrainResult(history=history, best={"metric": "valid_loss", "value": float(rows.valid_bound[best]),
+                                                  "epoch": int(rows.epoch[best])},
+                           steps=last["step"], train_seconds=float(last["seconds"]), train_time_s=float(last["train_s"]),
+                           images_per_s=last["step"] * tcfg.batch_size / last["train_s"], finished=True)
+
+    def _forget_lost_run(self, ctx: RunContext, job: Job) -> None:
+        """Before ``job`` trains from its first step: the rows an earlier, lost run of it
+        left (its run folder gone before its training finished) in curves.csv and
+        is_progress.csv, which the new run's rows would otherwise mix with."""
+        for name in ("curves.csv", IS_PROGRESS_FILE):
+            path = ctx.out / name
+            if not path.exists():
+                continue
+            rows = pd.read_csv(path)
+            mine = (rows.model == job.model) & (rows.seed == job.seed)
+            if mine.any():
+                ctx.echo(f"{job}: {ctx.run_dir(job)} holds no checkpoint and no model was shipped: it trains from "
+                         f"the start, and the {int(mine.sum())} row(s) of its lost run leave {name}")
+                atomic_write_text(path, rows[~mine].to_csv(index=False))
+
     def _is_path(self, ctx: RunContext, job: Job) -> Path:
-        return ctx.run_dir(job) / f"importance_K{self.cfg.importance_samples}.csv"
+        """``OUT/importance/<model>-seed<k>-K<K>.csv``: one row per test image done, with its
+        chunk, its estimate, the chunk's seconds and the weights it was computed from.
+        Beside the shipped weights, outside ``runs/``: see the module docstring."""
+        return ctx.out / IS_DIR / f"{job.model}-seed{job.seed}-K{self.cfg.importance_samples}.csv"
 
     @torch.no_grad()
     def _sample_in_turns(self, ctx: RunContext, todo: list[Job]) -> None:
@@ -343,22 +417,26 @@ class NllBench(Bench):
         :func:`is_order`'s random order) for every trained model, one chunk of images of
         each model in turn. With K = 5000 on 10,000 images
         this is 50 million passes of a model: days on a CPU. So the images go in chunks,
-        each saved to ``runs/<model>-seed<k>/importance_K<K>.csv`` as it finishes, with
+        each saved to ``importance/<model>-seed<k>-K<K>.csv`` (:meth:`_is_path`) as it finishes, with
         ``is_progress.csv`` updated (see :func:`write_is_progress`); between chunks the work
         stops when the time budget ends (:class:`OutOfTime`) or on SIGTERM / Ctrl-C
         (:class:`Interrupted`), and rerunning the same command goes on with the next chunk.
-        In turns, the models' estimates cover the same test images whenever a piece ends,
-        and in the random order those images are a uniform sample of the test set, from
-        which table.md estimates the whole test set's NLL (:func:`whole_test_estimate`).
-        Every chunk draws from its own seed, so the estimates do not depend on where the
-        pieces ended."""
+        In turns (the model furthest behind first), the models' estimates cover the same
+        test images whenever a piece ends, and in the random order those images are a
+        uniform sample of the test set, from which table.md estimates the whole test set's
+        NLL (:func:`whole_test_estimate`). Every chunk draws from its own seed, so the
+        estimates do not depend on where the pieces ended."""
         K = self.cfg.importance_samples
         per = max(1, IS_CHUNK_ROWS // K)  # images per chunk
         left: dict[Job, list[tuple[int, int, int]]] = {}  # the chunks to do: (chunk, first image, end)
         plan = [(c, start, min(start + per, self.n_is)) for c, start in enumerate(range(0, self.n_is, per))]
         for job in todo:
             path = self._is_path(ctx, job)
-            saved = pd.read_csv(path) if path.exists() else pd.DataFrame({"chunk": [], "index": []})
+            saved = pd.read_csv(path) if path.exists() else pd.DataFrame({"chunk": [], "index": [], "weights": []})
+            if (other := set(saved.weights.astype(str)) - {self.trained[job].weights_id}):
+                raise BenchError(f"{path} holds estimates of other weights ({', '.join(sorted(other))}) than "
+                                 f"{ctx.weights_path(job)} ({self.trained[job].weights_id}): the model was trained "
+                                 "again; move the file away to start its estimate again")
             for c, images in saved.groupby("chunk"):
                 c = int(c)
                 if c >= len(plan) or set(images["index"]) != set(self.is_images[plan[c][1]:plan[c][2]].tolist()):
@@ -374,19 +452,19 @@ class NllBench(Bench):
         try:
             with StopOnSignal() as stop:
                 while any(left.values()):
-                    for job in todo:
-                        if not left[job]:
-                            continue
-                        if stop.signum is not None:
-                            raise Interrupted(f"{stop.name}: importance sampling stopped after {n_done:,} of "
-                                              f"{total:,} images (all models), saved in the run folders; rerun the "
-                                              "same command to continue", stop.signum)
-                        if ctx.deadline is not None and time.monotonic() > ctx.deadline:
-                            raise OutOfTime(str(job))
-                        c, start, end = left[job].pop(0)
-                        self._is_chunk(ctx, job, c, start, end)
-                        bar.update(end - start)
-                        n_done += end - start
+                    # the model with the fewest images done; on a tie, the first (so: in turns)
+                    job = min((j for j in todo if left[j]), key=lambda j: (-sum(e - s for _, s, e in left[j]),
+                                                                          todo.index(j)))
+                    if stop.signum is not None:
+                        raise Interrupted(f"{stop.name}: importance sampling stopped after {n_done:,} of "
+                                          f"{total:,} images (all models), saved in {ctx.out / IS_DIR}; rerun the "
+                                          "same command to continue", stop.signum)
+                    if ctx.deadline is not None and time.monotonic() > ctx.deadline:
+                        raise OutOfTime(str(job))
+                    c, start, end = left[job].pop(0)
+                    self._is_chunk(ctx, job, c, start, end)
+                    bar.update(end - start)
+                    n_done += end - start
         finally:
             bar.close()
 
@@ -399,24 +477,36 @@ class NllBench(Bench):
         idx = torch.from_numpy(self.is_images[start:stop])
         x, _ = self.test_data.batch(idx.to(self.test_data.device))
         nll = iwae_nll(t.model.log_importance_weights, x, K).cpu().numpy()  # draw.likelihood.rows_per_pass
+        path.parent.mkdir(parents=True, exist_ok=True)
         append_csv(path, pd.DataFrame({"chunk": c, "index": idx.numpy(), "nll_is": nll,
-                                       "chunk_s": time.perf_counter() - t0}), key=["chunk", "index"])
+                                       "chunk_s": time.perf_counter() - t0, "weights": t.weights_id}),
+                   key=["chunk", "index"])
         write_is_progress(ctx.out, job, path, t.bound["bound"], self.n_is, len(t.result.history))
 
     def _evaluate(self, ctx: RunContext, job: Job) -> _Trained:
-        """Finish ``job``'s training if it is the last model left (else it is done), then
-        from its best checkpoint: the shipped weights, the bound on every test image, the
+        """Finish ``job``'s training if it is the last model left (else it is done; or it
+        finished in a run folder since lost, :meth:`_finished_run`), then from its best
+        checkpoint: the shipped weights, and from them the bound on every test image, the
         figures (first seed) and the first row of is_progress.csv."""
         cfg, name, seed = self.cfg, job.model, job.seed
         tcfg = replace(cfg.train, seed=seed)
         run_dir = ctx.run_dir(job)
-        result = self._train(ctx, job)
-        if not result.finished:
-            raise OutOfTime(str(job))
-        best, _ = load_model(run_dir / "best.pt", ctx.device, kind="draw")
+        if (result := self._finished_run(ctx, job)) is None:
+            result = self._train(ctx, job)
+            if not result.finished:
+                raise OutOfTime(str(job))
+            best, _ = load_model(run_dir / "best.pt", ctx.device, kind="draw")
+            save_weights(best, ctx.weights_path(job), {"train": asdict(tcfg), "data": asdict(cfg.data),
+                                                       "dataset": cfg.dataset, "source": self.source})
+        best, record = load_model(ctx.weights_path(job), ctx.device, kind="draw")
         best.eval()
-        save_weights(best, ctx.weights_path(job),
-                     {"train": asdict(tcfg), "data": asdict(cfg.data), "dataset": cfg.dataset, "source": self.source})
+        weights_id = record["sha256"][:16]
+        old_chunks = run_dir / f"importance_K{cfg.importance_samples}.csv"  # where versions before 2026-12 kept them
+        if old_chunks.exists() and not self._is_path(ctx, job).exists():
+            self._is_path(ctx, job).parent.mkdir(parents=True, exist_ok=True)
+            pd.read_csv(old_chunks).assign(weights=weights_id).to_csv(self._is_path(ctx, job), index=False)
+            old_chunks.unlink()
+            ctx.echo(f"{job}: moved its estimate's chunks from {old_chunks} to {self._is_path(ctx, job)}")
         torch.manual_seed(10_000 + seed)
         ev = evaluate_bound(best, self.test_data, tcfg.eval_batch_size)
         ctx.echo(f"{name} seed {seed}: test bound {ev['bound'].mean():.2f} nats ({len(self.test_data)} images), "
@@ -425,7 +515,7 @@ class NllBench(Bench):
             for path in draw_figures(best, name, ctx.out, self.test_data, cfg, seed):
                 ctx.echo(f"wrote {path}")
         write_is_progress(ctx.out, job, self._is_path(ctx, job), ev["bound"], self.n_is, len(result.history))
-        return _Trained(result, best, ev)
+        return _Trained(result, best, ev, weights_id)
 
     def run_job(self, ctx: RunContext, job: Job) -> list[dict]:
         cfg, name, seed = self.cfg, job.model, job.seed

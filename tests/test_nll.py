@@ -538,10 +538,10 @@ def test_importance_sampling_resumes_chunk_by_chunk_to_the_same_estimates(fake_m
     out = tmp_path / "cut"
     with pytest.raises(Interrupted, match=f"importance sampling stopped after 12 of {2 * cfg.data.n_is} images"):
         run(out)
-    saved = pd.read_csv(out / "runs" / "draw-seed0" / f"importance_K{cfg.importance_samples}.csv")
+    saved = pd.read_csv(out / "importance" / f"draw-seed0-K{cfg.importance_samples}.csv")
     assert sorted(set(saved.chunk)) == [0, 1] and not (out / "results.csv").exists()
     np.testing.assert_array_equal(saved["index"], nll.is_order(cfg.data.n_test)[:8])
-    other = pd.read_csv(out / "runs" / "draw-noattn-seed0" / f"importance_K{cfg.importance_samples}.csv")
+    other = pd.read_csv(out / "importance" / f"draw-noattn-seed0-K{cfg.importance_samples}.csv")
     assert sorted(set(other.chunk)) == [0]
     # the stopped bench already shows both trained models' samples, test bounds and the estimate so far
     for model in ("draw", "draw-noattn"):
@@ -558,7 +558,7 @@ def test_importance_sampling_resumes_chunk_by_chunk_to_the_same_estimates(fake_m
     assert f"with attention {progress.test_bound_nats['draw']:.2f}, without" in table
     bad = tmp_path / "bad"  # a chunk of other images (say, from before the random order): refused
     shutil.copytree(out, bad)
-    chunks = bad / "runs" / "draw-seed0" / f"importance_K{cfg.importance_samples}.csv"
+    chunks = bad / "importance" / f"draw-seed0-K{cfg.importance_samples}.csv"
     pd.read_csv(chunks).assign(index=lambda d: d["index"].sort_values().to_numpy()).to_csv(chunks, index=False)
     with pytest.raises(RuntimeError, match="chunk 0 holds other test images than this version plans"):
         run(bad)
@@ -584,6 +584,97 @@ def test_importance_sampling_resumes_chunk_by_chunk_to_the_same_estimates(fake_m
         assert progress.bound_same_images_nats[model] == pytest.approx(mine.bound.mean())
         assert progress.nll_is_nats[model] == pytest.approx(mine.nll_is.mean())
     assert "in progress" not in (out / "table.md").read_text()
+
+
+def test_a_folder_whose_run_folders_are_lost_goes_on_from_its_shipped_models(fake_mnist_dir, tmp_path, monkeypatch):
+    """``runs/`` gone (a wiped scratch disk, a results folder checked out from git) after
+    training finished: the bench trains nothing, goes on with the estimate from the chunks
+    in ``importance/`` and ends with the rows of an uninterrupted run. Gone before a
+    model's training finished: that model trains again from its first step and its lost
+    run's rows leave curves.csv. Shipped weights of other settings, a curve that stops
+    short and chunks of other weights stop the bench with a message instead."""
+    import shutil
+    from dataclasses import asdict, replace
+    from pathlib import Path
+
+    from benchmark import nll
+    from benchmark.runner import BenchError, run_bench
+    from draw.checkpoint import load_model, save_weights
+
+    cfg = nll.bench_config("smoke")
+    monkeypatch.setattr(nll, "IS_CHUNK_ROWS", 4 * cfg.importance_samples)  # 4 images per chunk
+    run = lambda out: run_bench(nll.NllBench(cfg), out, device="cpu", progress=False, echo=lambda m: None)  # noqa: E731
+    ref = tmp_path / "ref"
+    assert run(ref)
+    ref_rows = pd.read_csv(ref / "results.csv")
+    chunks = ref / "importance" / f"draw-seed0-K{cfg.importance_samples}.csv"
+    assert pd.read_csv(chunks).weights.nunique() == 1
+
+    def copy(name: str) -> Path:
+        out = tmp_path / name
+        shutil.copytree(ref, out)
+        shutil.rmtree(out / "runs")
+        for f in ("results.csv", "is_per_image.csv"):
+            (out / f).unlink()
+        for f in (out / "importance").iterdir():  # only the first chunk of each estimate was done
+            pd.read_csv(f).query("chunk == 0").to_csv(f, index=False)
+        return out
+
+    real, trained = nll.train, []
+    monkeypatch.setattr(nll, "train", lambda net, *a, desc="", **kw: trained.append(desc) or real(net, *a, desc=desc, **kw))
+    done = copy("lost")
+    assert run(done)
+    assert trained == [] and not (done / "runs").exists()
+    pd.testing.assert_frame_equal(pd.read_csv(done / "is_per_image.csv"), pd.read_csv(ref / "is_per_image.csv"))
+    # but for the times: train_s is the curve's wall time at the last epoch's end (not after its save), is_s measured
+    a, b = (rows[~rows.metric.isin(["train_s", "is_s"])].reset_index(drop=True)
+            for rows in (ref_rows, pd.read_csv(done / "results.csv")))
+    pd.testing.assert_frame_equal(a, b)
+
+    other = copy("other-settings")
+    weights = other / "weights" / "draw-seed0.safetensors"
+    model, record = load_model(weights)
+    save_weights(model, weights, {"train": asdict(replace(cfg.train, lr=1.0)), "data": asdict(cfg.data),
+                                  "dataset": cfg.dataset, "source": record["source"]})
+    with pytest.raises(BenchError, match="holds a model trained with other settings"):
+        run(other)
+    short = copy("short-curve")
+    curves = pd.read_csv(short / "curves.csv")
+    curves[curves.model != "draw"].to_csv(short / "curves.csv", index=False)
+    with pytest.raises(BenchError, match="cannot be told finished"):
+        run(short)
+    stale = copy("other-weights")
+    f = stale / "importance" / f"draw-seed0-K{cfg.importance_samples}.csv"
+    pd.read_csv(f).assign(weights="0123456789abcdef").to_csv(f, index=False)
+    with pytest.raises(BenchError, match="holds estimates of other weights"):
+        run(stale)
+    assert trained == []
+
+    mid = copy("lost-mid-training")  # no model shipped yet: both train again, the lost run's rows go
+    shutil.rmtree(mid / "weights")
+    shutil.rmtree(mid / "importance")
+    curves = pd.read_csv(mid / "curves.csv")
+    pd.concat([curves, curves.tail(1).assign(epoch=7)]).to_csv(mid / "curves.csv", index=False)
+    assert run(mid)
+    assert len(trained) == 4  # both models, each its one epoch and then its end of schedule
+    pd.testing.assert_frame_equal(pd.read_csv(mid / "curves.csv")[["model", "epoch"]], curves[["model", "epoch"]])
+    pd.testing.assert_frame_equal(pd.read_csv(mid / "is_per_image.csv"), pd.read_csv(ref / "is_per_image.csv"))
+
+
+def test_bench_nll_models_runs_one_model_and_a_second_call_adds_the_other(fake_mnist_dir, tmp_path):
+    from cli import cli
+
+    out = tmp_path / "nll"
+    base = ["bench", "nll", "--preset", "smoke", "--out", str(out), "--device", "cpu", "--eager"]
+    r = CliRunner().invoke(cli, [*base, "--models", "draw-noattn"])
+    assert r.exit_code == 0, r.output
+    assert set(pd.read_csv(out / "results.csv").model) == {"draw-noattn"}
+    r = CliRunner().invoke(cli, [*base, "--models", "draw"])
+    assert r.exit_code == 0, r.output
+    assert "adding draw to the models" in r.output
+    assert set(pd.read_csv(out / "results.csv").model) == {"draw", "draw-noattn"}
+    r = CliRunner().invoke(cli, [*base, "--models", "draw,vae"])
+    assert r.exit_code == 2 and "unknown model(s) vae; choose from draw, draw-noattn" in r.output
 
 
 def test_learning_curves_of_a_long_run_add_a_zoom_on_its_last_half(tmp_path):
