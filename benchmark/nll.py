@@ -253,12 +253,16 @@ class _Trained:
     result: TrainResult
     model: DRAW
     bound: dict[str, np.ndarray]  # evaluate_bound on every test image
-    weights_id: str  # the first 16 hex digits of the shipped weights' SHA-256
+    weights_id: str  # "sha256:" and the first 16 hex digits of the shipped weights' SHA-256 (never read as a number)
 
 
 class NllBench(Bench):
     name = "nll"
     config_class = NllConfig
+
+    def __init__(self, cfg: NllConfig) -> None:
+        super().__init__(cfg)
+        self._finished_runs: dict[Job, TrainResult] = {}  # see _finished_run
 
     def done_metric(self) -> str:
         return "nll_is_nats"
@@ -357,6 +361,8 @@ class NllBench(Bench):
         cfg, path = self.cfg, ctx.weights_path(job)
         if (ctx.run_dir(job) / "last.pt").exists() or not path.exists():
             return None
+        if job in self._finished_runs:  # asked before training and again before the estimate
+            return self._finished_runs[job]
         _, record = load_model(path, kind="draw")
         tcfg = replace(cfg.train, seed=job.seed)
         try:
@@ -385,10 +391,12 @@ class NllBench(Bench):
         last = history[-1]
         ctx.echo(f"{job}: {ctx.run_dir(job)} holds no checkpoint; its training finished ({tcfg.epochs} epochs in "
                  f"{curves.name}) and its best model is shipped in {path}: going on from it")
-        return TrainResult(history=history, best={"metric": "valid_loss", "value": float(rows.valid_bound[best]),
-                                                  "epoch": int(rows.epoch[best])},
-                           steps=last["step"], train_seconds=float(last["seconds"]), train_time_s=float(last["train_s"]),
-                           images_per_s=last["step"] * tcfg.batch_size / last["train_s"], finished=True)
+        self._finished_runs[job] = TrainResult(
+            history=history, best={"metric": "valid_loss", "value": float(rows.valid_bound[best]),
+                                   "epoch": int(rows.epoch[best])},
+            steps=last["step"], train_seconds=float(last["seconds"]), train_time_s=float(last["train_s"]),
+            images_per_s=last["step"] * tcfg.batch_size / last["train_s"], finished=True)
+        return self._finished_runs[job]
 
     def _forget_lost_run(self, ctx: RunContext, job: Job) -> None:
         """Before ``job`` trains from its first step: the rows an earlier, lost run of it
@@ -500,7 +508,7 @@ class NllBench(Bench):
                                                        "dataset": cfg.dataset, "source": self.source})
         best, record = load_model(ctx.weights_path(job), ctx.device, kind="draw")
         best.eval()
-        weights_id = record["sha256"][:16]
+        weights_id = "sha256:" + record["sha256"][:16]
         old_chunks = run_dir / f"importance_K{cfg.importance_samples}.csv"  # where versions before 2026-12 kept them
         if old_chunks.exists() and not self._is_path(ctx, job).exists():
             self._is_path(ctx, job).parent.mkdir(parents=True, exist_ok=True)

@@ -608,7 +608,7 @@ def test_a_folder_whose_run_folders_are_lost_goes_on_from_its_shipped_models(fak
     assert run(ref)
     ref_rows = pd.read_csv(ref / "results.csv")
     chunks = ref / "importance" / f"draw-seed0-K{cfg.importance_samples}.csv"
-    assert pd.read_csv(chunks).weights.nunique() == 1
+    assert pd.read_csv(chunks).weights.nunique() == 1 and pd.read_csv(chunks).weights[0].startswith("sha256:")
 
     def copy(name: str) -> Path:
         out = tmp_path / name
@@ -645,11 +645,26 @@ def test_a_folder_whose_run_folders_are_lost_goes_on_from_its_shipped_models(fak
         run(short)
     stale = copy("other-weights")
     f = stale / "importance" / f"draw-seed0-K{cfg.importance_samples}.csv"
-    pd.read_csv(f).assign(weights="0123456789abcdef").to_csv(f, index=False)
+    pd.read_csv(f).assign(weights="sha256:0123456789012345").to_csv(f, index=False)
     with pytest.raises(BenchError, match="holds estimates of other weights"):
         run(stale)
     assert trained == []
 
+    moved = tmp_path / "old-layout"  # chunks where versions before 2026-12 kept them, in the run folder
+    shutil.copytree(ref, moved)
+    for f in ("results.csv", "is_per_image.csv"):
+        (moved / f).unlink()
+    shutil.rmtree(moved / "importance")
+    for model in ("draw", "draw-noattn"):
+        old = moved / "runs" / f"{model}-seed0" / f"importance_K{cfg.importance_samples}.csv"
+        new = ref / "importance" / f"{model}-seed0-K{cfg.importance_samples}.csv"
+        pd.read_csv(new).query("chunk == 0").drop(columns="weights").to_csv(old, index=False)
+    assert run(moved)
+    assert not list((moved / "runs").glob("*/importance_K*.csv"))
+    pd.testing.assert_frame_equal(pd.read_csv(moved / "is_per_image.csv"), pd.read_csv(ref / "is_per_image.csv"))
+    assert pd.read_csv(moved / "importance" / chunks.name).weights.nunique() == 1
+
+    trained.clear()
     mid = copy("lost-mid-training")  # no model shipped yet: both train again, the lost run's rows go
     shutil.rmtree(mid / "weights")
     shutil.rmtree(mid / "importance")
