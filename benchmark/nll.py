@@ -379,8 +379,10 @@ class NllBench(Bench):
         curves = ctx.out / "curves.csv"
         rows = pd.read_csv(curves) if curves.exists() else pd.DataFrame({"model": [], "seed": [], "epoch": []})
         rows = rows[(rows.model == job.model) & (rows.seed == job.seed)].sort_values("epoch")
-        if rows.epoch.tolist() != list(range(1, tcfg.epochs + 1)):
-            raise BenchError(f"{path} is shipped but {curves.name} holds {len(rows)} of the {tcfg.epochs} epochs of "
+        per_epoch = len(self.train_data) // tcfg.batch_size  # steps, as train() counts them
+        epochs = tcfg.epochs if tcfg.max_steps is None else min(tcfg.epochs, -(-tcfg.max_steps // per_epoch))
+        if rows.epoch.tolist() != list(range(1, epochs + 1)):
+            raise BenchError(f"{path} is shipped but {curves.name} holds {len(rows)} of the {epochs} epochs of "
                              f"{job}, and {ctx.run_dir(job)} has no checkpoint: its training cannot be told finished; "
                              "move the weights away to train it again")
         history = [{"epoch": int(r.epoch), "step": int(r.step), "seconds": r.seconds, "train_s": r.train_s,
@@ -389,7 +391,7 @@ class NllBench(Bench):
                    for r in rows.itertuples()]
         best = rows.iloc[::-1].valid_bound.idxmin()  # the last of equal epochs, as train() keeps it
         last = history[-1]
-        ctx.echo(f"{job}: {ctx.run_dir(job)} holds no checkpoint; its training finished ({tcfg.epochs} epochs in "
+        ctx.echo(f"{job}: {ctx.run_dir(job)} holds no checkpoint; its training finished ({epochs} epochs in "
                  f"{curves.name}) and its best model is shipped in {path}: going on from it")
         self._finished_runs[job] = TrainResult(
             history=history, best={"metric": "valid_loss", "value": float(rows.valid_bound[best]),
