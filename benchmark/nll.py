@@ -385,10 +385,7 @@ class NllBench(Bench):
             raise BenchError(f"{path} is shipped but {curves.name} holds {len(rows)} of the {epochs} epochs of "
                              f"{job}, and {ctx.run_dir(job)} has no checkpoint: its training cannot be told finished; "
                              "move the weights away to train it again")
-        history = [{"epoch": int(r.epoch), "step": int(r.step), "seconds": r.seconds, "train_s": r.train_s,
-                    "train_loss": r.train_bound, "valid_loss": r.valid_bound, "train_recon": r.train_recon,
-                    "train_kl": r.train_kl, "valid_recon": r.valid_recon, "valid_kl": r.valid_kl}
-                   for r in rows.itertuples()]
+        history = rows[list(CURVE_COLUMNS)].rename(columns=CURVE_COLUMNS).to_dict("records")
         best = rows.iloc[::-1].valid_bound.idxmin()  # the last of equal epochs, as train() keeps it
         last = history[-1]
         ctx.echo(f"{job}: {ctx.run_dir(job)} holds no checkpoint; its training finished ({epochs} epochs in "
@@ -591,17 +588,19 @@ class NllBench(Bench):
         return paths
 
 
+# curves.csv's columns and the keys of train()'s history rows they hold (the rows go both ways:
+# write_curves, and NllBench._finished_run for a run whose checkpoints are lost)
+CURVE_COLUMNS = {"epoch": "epoch", "step": "step", "seconds": "seconds", "train_s": "train_s",
+                 "train_bound": "train_loss", "valid_bound": "valid_loss", "train_recon": "train_recon",
+                 "train_kl": "train_kl", "valid_recon": "valid_recon", "valid_kl": "valid_kl"}
+
+
 def write_curves(out: Path, model: str, seed: int, history: list[dict]) -> None:
     """A model's learning curve so far (one row per finished epoch) into ``out/curves.csv``."""
     if not history:
         return
-    curves = pd.DataFrame([
-        {"model": model, "seed": seed, "epoch": r["epoch"], "step": r["step"], "seconds": r["seconds"],
-         "train_s": r.get("train_s", float("nan")), "train_bound": r["train_loss"], "valid_bound": r["valid_loss"],
-         "train_recon": r["train_recon"], "train_kl": r["train_kl"], "valid_recon": r["valid_recon"],
-         "valid_kl": r["valid_kl"]}
-        for r in history
-    ])
+    curves = pd.DataFrame([{"model": model, "seed": seed, **{c: r.get(k, float("nan")) for c, k in CURVE_COLUMNS.items()}}
+                           for r in history])
     append_csv(out / "curves.csv", curves, key=["model", "seed", "epoch"])
 
 
