@@ -220,6 +220,24 @@ def _stored_config(out: Path) -> dict:
         raise BenchError(f"{out} has no readable config.json; is it a bench folder?") from e
 
 
+def _keep_training_path(bench: Bench, out: Path, old: dict, new: dict,
+                        echo: Callable[[str], None]) -> tuple[Bench, dict]:
+    """A folder's runs keep the training path (``speed``) they started on. The path is the
+    machine's default unless ``--eager`` (bf16 products only where the CPU has bf16
+    matrix instructions), so the same command on another machine would otherwise refuse
+    to continue a run whose config differs by nothing else; bf16 changes the numbers, so
+    one folder never mixes two paths. Returns the bench and its normalised config."""
+    if "speed" not in old or "speed" not in new or old["speed"] == new["speed"]:
+        return bench, new
+    if {k: v for k, v in old.items() if k != "speed"} != {k: v for k, v in new.items() if k != "speed"}:
+        return bench, new  # another config in other respects too: refused as usual
+    kept = type(bench)(from_dict(bench.config_class, {**to_dict(bench.cfg), "speed": old["speed"]},
+                                 f"{out}/config.json"))
+    echo(f"{out} was started on the training path {kept.cfg.speed.label()}; continuing on it, not on "
+         f"{bench.cfg.speed.label()} (pass --overwrite or another --out to train on that instead)")
+    return kept, normalize_config(to_dict(kept.cfg))
+
+
 def _join_folder(bench: Bench, out: Path,
                  echo: Callable[[str], None]) -> tuple[Bench, set[str] | None, dict | None]:
     """Models added to a bench folder. When ``out`` holds this bench's config but for its
@@ -235,7 +253,10 @@ def _join_folder(bench: Bench, out: Path,
         old = _as_read_today(bench.config_class, _stored_config(out))
     except BenchError:
         return bench, None, None
-    if not (isinstance(old, dict) and isinstance(old.get("models"), dict) and isinstance(new.get("models"), dict)):
+    if not isinstance(old, dict):
+        return bench, None, None
+    bench, new = _keep_training_path(bench, out, old, new, echo)
+    if not (isinstance(old.get("models"), dict) and isinstance(new.get("models"), dict)):
         return bench, None, None
     rest = {k: v for k, v in new.items() if k != "models"}
     if old == new or rest != {k: v for k, v in old.items() if k != "models"}:

@@ -692,6 +692,34 @@ def test_bench_nll_models_runs_one_model_and_a_second_call_adds_the_other(fake_m
     assert r.exit_code == 2 and "unknown model(s) vae; choose from draw, draw-noattn" in r.output
 
 
+def test_a_folder_keeps_the_training_path_it_started_on_when_the_machine_would_choose_another(fake_mnist_dir,
+                                                                                                tmp_path):
+    """The fast path's bf16 products depend on the CPU: rerunning a run's command on another
+    machine continues on the path config.json records, and says so, instead of refusing."""
+    from cli import cli
+
+    out = tmp_path / "nll"
+    args = ["bench", "nll", "--preset", "smoke", "--models", "draw-noattn", "--out", str(out), "--device", "cpu",
+            "--eager"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    doc = json.loads((out / "config.json").read_text())
+    doc["config"]["speed"] = {**doc["config"]["speed"], "fused": True, "amp": "bf16"}  # as a bf16 CPU started it
+    (out / "config.json").write_text(json.dumps(doc))
+    run_json = out / "runs" / "draw-noattn-seed0" / "run.json"
+    run_json.write_text(json.dumps({**json.loads(run_json.read_text()), "speed": doc["config"]["speed"]}))
+    rows = pd.read_csv(out / "results.csv")
+    rows.iloc[:0].to_csv(out / "results.csv", index=False)  # its job not done yet: it runs again
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    assert "was started on the training path fused+bf16; continuing on it, not on eager" in r.output
+    assert "speed: fused+bf16" in r.output
+    assert json.loads((out / "config.json").read_text())["config"]["speed"] == doc["config"]["speed"]
+    assert set(pd.read_csv(out / "results.csv").metric) == set(rows.metric)
+    r = CliRunner().invoke(cli, [*args, "--seeds", "2"])  # another config besides: refused as before
+    assert r.exit_code != 0 and "different configuration" in r.output, r.output
+
+
 def test_learning_curves_of_a_long_run_add_a_zoom_on_its_last_half(tmp_path):
     """Past 20 epochs the figure gets a second panel (the last half on a linear scale, with
     the paper's bounds): the first epochs' 200 nats no longer hide the models' gap."""
