@@ -4,7 +4,8 @@ A bench (a :class:`Bench` subclass) supplies only its config, its jobs (one per 
 seed, or per test setting), how to run one job, and its report. The runner owns the rest:
 
 1. prepare the output folder (a folder holding another config is refused unless
-   ``--overwrite``; one whose config differs only by its models grows by the new ones);
+   ``--overwrite``; one whose config differs only by its models grows by the new ones; its
+   training path is kept where another machine's default differs);
 2. skip the jobs whose rows ``results.csv`` already holds; when none is left, touch
    nothing, so the provenance of results this invocation did not produce is never
    rewritten;
@@ -220,16 +221,29 @@ def _stored_config(out: Path) -> dict:
         raise BenchError(f"{out} has no readable config.json; is it a bench folder?") from e
 
 
+def _joinable(old: dict, new: dict) -> bool:
+    """Whether a folder of config ``old`` takes a run of config ``new`` (normalised configs):
+    the same config, or the same but for models added, every model both name specified alike."""
+    if old == new:
+        return True
+    if not (isinstance(old.get("models"), dict) and isinstance(new.get("models"), dict)):
+        return False
+    if {k: v for k, v in new.items() if k != "models"} != {k: v for k, v in old.items() if k != "models"}:
+        return False
+    return all(old["models"][m] == spec for m, spec in new["models"].items() if m in old["models"])
+
+
 def _keep_training_path(bench: Bench, out: Path, old: dict, new: dict,
                         echo: Callable[[str], None]) -> tuple[Bench, dict]:
     """A folder's runs keep the training path (``speed``) they started on. The path is the
-    machine's default unless ``--eager`` (bf16 products only where the CPU has bf16
-    matrix instructions), so the same command on another machine would otherwise refuse
-    to continue a run whose config differs by nothing else; bf16 changes the numbers, so
-    one folder never mixes two paths. Returns the bench and its normalised config."""
+    machine's default unless ``--eager`` (bf16 products only where the CPU has bf16 matrix
+    instructions), so the same command on another machine would otherwise refuse to
+    continue a run, or to add a model to a folder, whose config differs by nothing else;
+    bf16 changes the numbers, so one folder never mixes two paths. Returns the bench and
+    its normalised config (unchanged where the folder would refuse the run anyway)."""
     if "speed" not in old or "speed" not in new or old["speed"] == new["speed"]:
         return bench, new
-    if {k: v for k, v in old.items() if k != "speed"} != {k: v for k, v in new.items() if k != "speed"}:
+    if not _joinable(old, {**new, "speed": old["speed"]}):
         return bench, new  # another config in other respects too: refused as usual
     kept = type(bench)(from_dict(bench.config_class, {**to_dict(bench.cfg), "speed": old["speed"]},
                                  f"{out}/config.json"))
@@ -245,7 +259,8 @@ def _join_folder(bench: Bench, out: Path,
     the folder's config grows by the new models (kept in its order, the new ones after) and
     only the models asked for are run: ``bench cluttered --models ram --out DIR`` adds RAM's
     rows to a finished Table 1 without retraining the rest, and a user's model joins the
-    shipped ones in their tables. Returns the bench to run, the models asked for and the
+    shipped ones in their tables. Either way the folder's training path is kept
+    (:func:`_keep_training_path`). Returns the bench to run, the models asked for and the
     folder's stored config; the last two are None when the folder is not joined
     (:func:`prepare_out_dir` then checks the config as usual)."""
     new = normalize_config(to_dict(bench.cfg))
@@ -256,13 +271,8 @@ def _join_folder(bench: Bench, out: Path,
     if not isinstance(old, dict):
         return bench, None, None
     bench, new = _keep_training_path(bench, out, old, new, echo)
-    if not (isinstance(old.get("models"), dict) and isinstance(new.get("models"), dict)):
-        return bench, None, None
-    rest = {k: v for k, v in new.items() if k != "models"}
-    if old == new or rest != {k: v for k, v in old.items() if k != "models"}:
-        return bench, None, None
-    if any(old["models"][m] != spec for m, spec in new["models"].items() if m in old["models"]):
-        return bench, None, None  # a model of other settings: refused (or replaced with --overwrite)
+    if old == new or not _joinable(old, new):
+        return bench, None, None  # the same config, or one refused (or replaced with --overwrite)
     added = [m for m in new["models"] if m not in old["models"]]
     if added:
         echo(f"adding {', '.join(added)} to the models of {out} ({', '.join(old['models'])})")

@@ -716,6 +716,11 @@ def test_a_folder_keeps_the_training_path_it_started_on_when_the_machine_would_c
     assert "speed: fused+bf16" in r.output
     assert json.loads((out / "config.json").read_text())["config"]["speed"] == doc["config"]["speed"]
     assert set(pd.read_csv(out / "results.csv").metric) == set(rows.metric)
+    r = CliRunner().invoke(cli, [*args[:5], "draw", *args[6:]])  # a model joins it on its path, too
+    assert r.exit_code == 0, r.output
+    assert "continuing on it" in r.output and "adding draw to the models" in r.output
+    assert json.loads((out / "config.json").read_text())["config"]["speed"] == doc["config"]["speed"]
+    assert set(pd.read_csv(out / "results.csv").model) == {"draw", "draw-noattn"}
     r = CliRunner().invoke(cli, [*args, "--seeds", "2"])  # another config besides: refused as before
     assert r.exit_code != 0 and "different configuration" in r.output, r.output
 
